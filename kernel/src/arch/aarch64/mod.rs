@@ -1,0 +1,12 @@
+//! aarch64 at EL2: entry, exception vectors, the EL2 stage-1 MMU, PSCI, semihosting.
+
+pub mod cpu;
+mod entry;
+pub mod memory;
+pub mod mmu;
+pub mod psci;
+pub mod semihosting;
+pub mod smp;
+pub mod vectors;
+
+pub use entry::{MAX_CPUS, STACK_SIZE};

@@ -1,0 +1,247 @@
+//! The boot sequence of the boot CPU, as a list of steps.
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use transom_boards::{PhysRange, SecondaryBoot};
+use transom_vmm_core::bootargs::{self, BootOptions, ExitMethod, SelfTest};
+use transom_vmm_core::esr::Esr;
+use transom_vmm_core::verdict::Verdict;
+
+use crate::arch::memory::{self, ImageLayout};
+use crate::arch::mmu::{self, MemoryPlan, MmuRegisters};
+use crate::arch::vectors::{TrapFrame, VectorKind};
+use crate::firmware_tree::{FirmwareTree, Ranges};
+use crate::log::ConsoleCell;
+use crate::{Board, arch, exit, heap, smp};
+
+/// An address no board maps: just below the top of the 39-bit EL2 VA space.
+const UNMAPPED_PROBE_ADDRESS: u64 = 0x7f_0000_0000;
+
+/// What the steps before the MMU found, kept for the log once there is one.
+struct EarlyBoot {
+    tree: Result<FirmwareTree, crate::firmware_tree::TreeError>,
+    ram: Ranges,
+    heap: PhysRange,
+    heap_in_ram: bool,
+    image: ImageLayout,
+}
+
+/// The boot CPU's Rust entry: called by the assembly with the MMU off.
+pub fn primary_main<B: Board>(device_tree: usize, console: &'static ConsoleCell<B::Console>) -> ! {
+    let early = prepare_memory::<B>(device_tree);
+    let mmu = enable_mmu(&early, B::DESC.device_memory);
+    console.install(B::console());
+
+    log_banner::<B>();
+    let tree = match &early.tree {
+        Ok(tree) => tree,
+        Err(error) => panic!(
+            "the firmware's device tree (x0 = {:#x}) is unusable: {:?}",
+            device_tree, error
+        ),
+    };
+    let options = bootargs::parse(tree.bootargs());
+    log_memory(&early);
+    if !early.heap_in_ram {
+        panic!(
+            "the heap {} does not lie in RAM the firmware reports; the board's heap_size is too large",
+            early.heap
+        );
+    }
+    heap::init(B::DESC.heap_size);
+    log_firmware(tree, &options);
+
+    let online = start_cpus(tree, B::DESC.secondary_boot, &mmu);
+    run_selftest(options.selftest);
+    exit::end_run(online)
+}
+
+/// Reads the firmware's tree and decides what to map, with the MMU off.
+fn prepare_memory<B: Board>(device_tree: usize) -> EarlyBoot {
+    let tree = FirmwareTree::parse(device_tree, memory::device_tree_blob(device_tree));
+    let image = memory::image_layout();
+    let heap = memory::heap_range(B::DESC.heap_size);
+    let mut ram = Ranges::new();
+    if let Ok(tree) = &tree {
+        let options = bootargs::parse(tree.bootargs());
+        exit::set_method(choose_exit_method(&options, tree));
+        if let Ok(firmware_ram) = tree.memory() {
+            for bank in B::DESC.ram {
+                for reported in &firmware_ram {
+                    if let Some(usable) = bank.intersection(reported) {
+                        // Both lists are bounded by MAX_RANGES; extra pieces are dropped
+                        // and reported through `heap_in_ram` only if they matter.
+                        let _ = ram.push(usable);
+                    }
+                }
+            }
+        }
+    }
+    let heap_in_ram = ram
+        .iter()
+        .any(|bank| bank.start <= image.text.start && heap.end <= bank.end);
+    EarlyBoot {
+        tree,
+        ram,
+        heap,
+        heap_in_ram,
+        image,
+    }
+}
+
+fn choose_exit_method(options: &BootOptions<'_>, tree: &FirmwareTree) -> ExitMethod {
+    if let Some(method) = options.exit {
+        return method;
+    }
+    match tree.psci_method() {
+        Some("smc") => ExitMethod::Psci,
+        _ => ExitMethod::Park,
+    }
+}
+
+fn enable_mmu(early: &EarlyBoot, devices: &[PhysRange]) -> MmuRegisters {
+    // Without a usable tree only the image and heap are mapped: enough to log why.
+    let ram: &[PhysRange] = if early.heap_in_ram { &early.ram } else { &[] };
+    let plan = MemoryPlan {
+        image: early.image,
+        heap: early.heap,
+        ram,
+        devices,
+        device_tree: early.tree.as_ref().ok().map(|tree| tree.blob),
+    };
+    let tables = match mmu::build(&plan) {
+        Ok(tables) => tables,
+        Err(error) => panic!("cannot build the EL2 tables: {:?}", error),
+    };
+    TABLE_PAGES.store(tables.pages_used(), Ordering::Relaxed);
+    mmu::enable(tables, &early.image)
+}
+
+static TABLE_PAGES: AtomicUsize = AtomicUsize::new(0);
+
+fn log_banner<B: Board>() {
+    defmt::info!(
+        "Transom {=str} on board {=str}",
+        env!("CARGO_PKG_VERSION"),
+        B::DESC.name
+    );
+    defmt::info!(
+        "running at EL{=u8} on CPU MPIDR {=u64:#x}",
+        arch::cpu::current_el(),
+        arch::cpu::mpidr()
+    );
+}
+
+fn log_memory(early: &EarlyBoot) {
+    let image = early.image.whole();
+    defmt::info!(
+        "image: {=u64:#x}..{=u64:#x} ({=u64} KiB)",
+        image.start,
+        image.end,
+        image.size() / 1024
+    );
+    for bank in &early.ram {
+        defmt::info!(
+            "RAM: {=u64:#x}..{=u64:#x} ({=u64} MiB)",
+            bank.start,
+            bank.end,
+            bank.size() / (1024 * 1024)
+        );
+    }
+    defmt::info!(
+        "heap: {=u64:#x}..{=u64:#x} ({=u64} KiB)",
+        early.heap.start,
+        early.heap.end,
+        early.heap.size() / 1024
+    );
+    defmt::info!(
+        "EL2 stage-1 tables: {=usize} pages; MMU and caches on",
+        TABLE_PAGES.load(Ordering::Relaxed)
+    );
+}
+
+fn log_firmware(tree: &FirmwareTree, options: &BootOptions<'_>) {
+    defmt::info!(
+        "firmware device tree: {=u64:#x}..{=u64:#x}",
+        tree.blob.start,
+        tree.blob.end
+    );
+    defmt::info!("bootargs: \"{=str}\"", tree.bootargs());
+    if let Some(unknown) = options.first_unknown {
+        defmt::warn!("ignoring unknown hypervisor option `{=str}`", unknown);
+    }
+    match tree.initrd() {
+        Some(initrd) => defmt::info!(
+            "initrd: {=u64:#x}..{=u64:#x} ({=u64} bytes)",
+            initrd.start,
+            initrd.end,
+            initrd.size()
+        ),
+        None => defmt::info!("initrd: none"),
+    }
+    defmt::info!("heap free: {=usize} bytes", heap::free());
+}
+
+fn start_cpus(tree: &FirmwareTree, method: SecondaryBoot, mmu: &MmuRegisters) -> Verdict {
+    let cpus = match tree.cpus() {
+        Ok(cpus) => cpus,
+        Err(error) => panic!("no CPUs in the firmware's device tree: {:?}", error),
+    };
+    let online = smp::start_secondaries(&cpus, method, mmu);
+    let expected = cpus.len().min(arch::MAX_CPUS);
+    if online == expected {
+        defmt::info!("CPUs online: {=usize}/{=usize}", online, cpus.len());
+        Verdict::Pass
+    } else {
+        defmt::error!("CPUs online: {=usize}/{=usize}", online, cpus.len());
+        Verdict::TestFailure
+    }
+}
+
+fn run_selftest(selftest: Option<SelfTest>) {
+    match selftest {
+        None => {}
+        Some(SelfTest::Panic) => panic!("deliberate panic (transom.selftest=panic)"),
+        Some(SelfTest::Exception) => {
+            defmt::info!(
+                "self-test: reading unmapped address {=u64:#x}",
+                UNMAPPED_PROBE_ADDRESS
+            );
+            let value = arch::cpu::probe_read(UNMAPPED_PROBE_ADDRESS);
+            defmt::error!(
+                "self-test: the read of {=u64:#x} returned {=u64:#x} instead of faulting",
+                UNMAPPED_PROBE_ADDRESS,
+                value
+            );
+            exit::end_run(Verdict::TestFailure);
+        }
+    }
+}
+
+/// Entry of a secondary CPU once its MMU is on.
+pub fn secondary_main(index: usize) -> ! {
+    smp::secondary_main(index)
+}
+
+/// Every exception the kernel does not handle (yet) ends here: log it decoded, end
+/// the run with the unexpected-exception verdict.
+pub fn unexpected_exception(kind: VectorKind, frame: &TrapFrame) -> ! {
+    let esr = Esr(frame.esr);
+    defmt::error!(
+        "unexpected {=str} on CPU {=usize}",
+        kind.name(),
+        arch::cpu::cpu_index()
+    );
+    defmt::error!(
+        "ESR_EL2 {=u64:#010x}: {}",
+        frame.esr,
+        defmt::Display2Format(&esr)
+    );
+    defmt::error!(
+        "ELR_EL2 {=u64:#x}  FAR_EL2 {=u64:#x}  SPSR_EL2 {=u64:#x}",
+        frame.elr,
+        frame.far,
+        frame.spsr
+    );
+    exit::end_run(Verdict::UnexpectedException)
+}

@@ -1,0 +1,1 @@
+//! Transom QEMU integration tests: see tests/.

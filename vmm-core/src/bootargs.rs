@@ -1,0 +1,135 @@
+//! The hypervisor's own options on the firmware command line (`/chosen/bootargs`).
+//!
+//! Options are whitespace-separated `transom.KEY=VALUE` words; other words are left
+//! for others (a guest's command line comes from the guest bundle, not from here).
+//!
+//! | word                          | meaning                                      |
+//! |-------------------------------|----------------------------------------------|
+//! | `transom.exit=semihosting`    | end the run with semihosting `SYS_EXIT` (QEMU)|
+//! | `transom.exit=psci`           | end the run with PSCI `SYSTEM_OFF`            |
+//! | `transom.exit=park`           | end the run by parking every CPU              |
+//! | `transom.selftest=panic`      | panic after boot (tests the panic verdict)   |
+//! | `transom.selftest=exception`  | read an unmapped address after boot          |
+
+use core::fmt;
+
+/// How the hypervisor ends a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitMethod {
+    /// Semihosting `SYS_EXIT`: the host (QEMU) exits with the verdict's code.
+    Semihosting,
+    /// PSCI `SYSTEM_OFF`.
+    Psci,
+    /// Log the verdict and park every CPU.
+    Park,
+}
+
+/// A deliberate failure to provoke after boot, to test the failure paths end to end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SelfTest {
+    /// `panic!` on the boot CPU.
+    Panic,
+    /// A load from an address the EL2 tables do not map.
+    Exception,
+}
+
+/// The parsed options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct BootOptions<'a> {
+    /// `transom.exit`, if given.
+    pub exit: Option<ExitMethod>,
+    /// `transom.selftest`, if given.
+    pub selftest: Option<SelfTest>,
+    /// The first `transom.*` word that was not understood.
+    pub first_unknown: Option<&'a str>,
+}
+
+/// A `transom.*` word that is not understood.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnknownOption<'a>(pub &'a str);
+
+impl fmt::Display for UnknownOption<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown hypervisor option `{}`", self.0)
+    }
+}
+
+const PREFIX: &str = "transom.";
+
+/// Parses the hypervisor's words of a command line. Later words win; an unknown
+/// `transom.*` word is recorded (the kernel warns about it) and otherwise ignored.
+pub fn parse(command_line: &str) -> BootOptions<'_> {
+    let mut options = BootOptions::default();
+    for word in command_line.split_ascii_whitespace() {
+        let Some(option) = word.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let understood = match option.split_once('=') {
+            Some(("exit", value)) => parse_exit(value).map(|exit| options.exit = Some(exit)),
+            Some(("selftest", value)) => {
+                parse_selftest(value).map(|test| options.selftest = Some(test))
+            }
+            _ => None,
+        };
+        if understood.is_none() && options.first_unknown.is_none() {
+            options.first_unknown = Some(word);
+        }
+    }
+    options
+}
+
+fn parse_exit(value: &str) -> Option<ExitMethod> {
+    match value {
+        "semihosting" => Some(ExitMethod::Semihosting),
+        "psci" => Some(ExitMethod::Psci),
+        "park" => Some(ExitMethod::Park),
+        _ => None,
+    }
+}
+
+fn parse_selftest(value: &str) -> Option<SelfTest> {
+    match value {
+        "panic" => Some(SelfTest::Panic),
+        "exception" => Some(SelfTest::Exception),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_command_line_has_no_options() {
+        assert_eq!(parse(""), BootOptions::default());
+    }
+
+    #[test]
+    fn hypervisor_words_are_picked_out_of_a_linux_style_line() {
+        let options = parse("console=ttyAMA0 transom.exit=semihosting quiet transom.selftest=panic");
+        assert_eq!(options.exit, Some(ExitMethod::Semihosting));
+        assert_eq!(options.selftest, Some(SelfTest::Panic));
+        assert_eq!(options.first_unknown, None);
+    }
+
+    #[test]
+    fn later_words_win() {
+        let options = parse("transom.exit=park transom.exit=psci");
+        assert_eq!(options.exit, Some(ExitMethod::Psci));
+    }
+
+    #[test]
+    fn unknown_keys_and_values_are_reported() {
+        assert_eq!(parse("transom.exit=reboot").first_unknown, Some("transom.exit=reboot"));
+        assert_eq!(parse("transom.verbose").first_unknown, Some("transom.verbose"));
+        let options = parse("transom.colour=blue transom.selftest=exception");
+        assert_eq!(options.first_unknown, Some("transom.colour=blue"));
+        assert_eq!(options.selftest, Some(SelfTest::Exception));
+    }
+
+    #[test]
+    fn words_of_others_are_ignored() {
+        let options = parse("exit=semihosting notransom.exit=park");
+        assert_eq!(options, BootOptions::default());
+    }
+}
