@@ -1,0 +1,23 @@
+//! `cargo xtask`: build images, boot them under QEMU, decode their defmt logs, test.
+//!
+//! The library half is what the QEMU integration tests (`tests/`) drive; the binary
+//! is a thin clap front end over it.
+
+#![forbid(unsafe_code)]
+
+pub mod boards;
+pub mod ci;
+pub mod image;
+pub mod log_decode;
+pub mod prereq;
+pub mod run;
+
+use std::path::{Path, PathBuf};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace root")
+        .to_path_buf()
+}
