@@ -10,7 +10,7 @@ use transom_vmm_core::verdict::Verdict;
 use crate::arch::memory::{self, ImageLayout};
 use crate::arch::mmu::{self, MemoryPlan, MmuRegisters};
 use crate::arch::vectors::{TrapFrame, VectorKind};
-use crate::firmware_tree::{FirmwareTree, Ranges};
+use transom_vmm_core::firmware_tree::{FirmwareTree, Ranges, TreeError};
 use crate::log::ConsoleCell;
 use crate::{Board, arch, exit, heap, smp};
 
@@ -19,7 +19,7 @@ const UNMAPPED_PROBE_ADDRESS: u64 = 0x7f_0000_0000;
 
 /// What the steps before the MMU found, kept for the log once there is one.
 struct EarlyBoot {
-    tree: Result<FirmwareTree, crate::firmware_tree::TreeError>,
+    tree: Result<FirmwareTree<'static>, TreeError>,
     ram: Ranges,
     heap: PhysRange,
     heap_in_ram: bool,
@@ -40,7 +40,7 @@ pub fn primary_main<B: Board>(device_tree: usize, console: &'static ConsoleCell<
             device_tree, error
         ),
     };
-    let options = bootargs::parse(tree.bootargs());
+    let options = bootargs::parse(tree.bootargs().unwrap_or_default());
     log_memory(&early);
     if !early.heap_in_ram {
         panic!(
@@ -63,7 +63,7 @@ fn prepare_memory<B: Board>(device_tree: usize) -> EarlyBoot {
     let heap = memory::heap_range(B::DESC.heap_size);
     let mut ram = Ranges::new();
     if let Ok(tree) = &tree {
-        let options = bootargs::parse(tree.bootargs());
+        let options = bootargs::parse(tree.bootargs().unwrap_or_default());
         exit::set_method(choose_exit_method(&options, tree));
         if let Ok(firmware_ram) = tree.memory() {
             for bank in B::DESC.ram {
@@ -89,12 +89,12 @@ fn prepare_memory<B: Board>(device_tree: usize) -> EarlyBoot {
     }
 }
 
-fn choose_exit_method(options: &BootOptions<'_>, tree: &FirmwareTree) -> ExitMethod {
+fn choose_exit_method(options: &BootOptions<'_>, tree: &FirmwareTree<'_>) -> ExitMethod {
     if let Some(method) = options.exit {
         return method;
     }
     match tree.psci_method() {
-        Some("smc") => ExitMethod::Psci,
+        Ok(Some("smc")) => ExitMethod::Psci,
         _ => ExitMethod::Park,
     }
 }
@@ -160,29 +160,30 @@ fn log_memory(early: &EarlyBoot) {
     );
 }
 
-fn log_firmware(tree: &FirmwareTree, options: &BootOptions<'_>) {
+fn log_firmware(tree: &FirmwareTree<'_>, options: &BootOptions<'_>) {
     defmt::info!(
         "firmware device tree: {=u64:#x}..{=u64:#x}",
         tree.blob.start,
         tree.blob.end
     );
-    defmt::info!("bootargs: \"{=str}\"", tree.bootargs());
+    defmt::info!("bootargs: \"{=str}\"", tree.bootargs().unwrap_or_default());
     if let Some(unknown) = options.first_unknown {
         defmt::warn!("ignoring unknown hypervisor option `{=str}`", unknown);
     }
     match tree.initrd() {
-        Some(initrd) => defmt::info!(
+        Ok(Some(initrd)) => defmt::info!(
             "initrd: {=u64:#x}..{=u64:#x} ({=u64} bytes)",
             initrd.start,
             initrd.end,
             initrd.size()
         ),
-        None => defmt::info!("initrd: none"),
+        Ok(None) => defmt::info!("initrd: none"),
+        Err(error) => defmt::warn!("initrd: unreadable /chosen: {}", defmt::Debug2Format(&error)),
     }
     defmt::info!("heap free: {=usize} bytes", heap::free());
 }
 
-fn start_cpus(tree: &FirmwareTree, method: SecondaryBoot, mmu: &MmuRegisters) -> Verdict {
+fn start_cpus(tree: &FirmwareTree<'_>, method: SecondaryBoot, mmu: &MmuRegisters) -> Verdict {
     let cpus = match tree.cpus() {
         Ok(cpus) => cpus,
         Err(error) => panic!("no CPUs in the firmware's device tree: {:?}", error),

@@ -14,7 +14,6 @@ extern crate alloc;
 pub mod arch;
 pub mod boot;
 mod exit;
-mod firmware_tree;
 mod heap;
 #[allow(unsafe_code)]
 pub mod log;

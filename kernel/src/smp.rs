@@ -8,7 +8,7 @@ use transom_boards::SecondaryBoot;
 use crate::arch::{self, MAX_CPUS};
 use crate::arch::mmu::MmuRegisters;
 use crate::arch::smp::{Release, ReleaseError};
-use crate::firmware_tree::TreeCpu;
+use transom_vmm_core::firmware_tree::TreeCpu;
 
 /// How long a released CPU has to report in. Generous: QEMU's TCG runs CPUs in turn.
 const REPORT_IN_TIMEOUT_MICROS: u64 = 5_000_000;

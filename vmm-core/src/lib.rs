@@ -9,4 +9,5 @@
 
 pub mod bootargs;
 pub mod esr;
+pub mod firmware_tree;
 pub mod verdict;

@@ -1,0 +1,317 @@
+//! What the hypervisor reads from the firmware's device tree: RAM, `/chosen`, CPUs,
+//! PSCI.
+//!
+//! Parsed with the `fdt` crate's 0.2 line: 0.1.5 loses every node after an `FDT_NOP`
+//! token, and libfdt edits (QEMU adding `/chosen/bootargs` or rewriting `/memory`,
+//! the Pi firmware patching its tree) leave such tokens behind. Everything is kept in
+//! fixed-capacity lists, because the kernel reads the tree before its heap exists.
+
+use fdt::Fdt;
+use fdt::nodes::Node;
+use fdt::parsing::unaligned::UnalignedParser;
+use fdt::parsing::NoPanic;
+use transom_boards::PhysRange;
+
+/// The most RAM ranges recorded.
+pub const MAX_RANGES: usize = 8;
+/// The most CPUs recorded.
+pub const MAX_TREE_CPUS: usize = 16;
+
+/// RAM ranges.
+pub type Ranges = heapless::Vec<PhysRange, MAX_RANGES>;
+/// CPUs.
+pub type Cpus = heapless::Vec<TreeCpu, MAX_TREE_CPUS>;
+
+type TreeNode<'a> = Node<'a, (UnalignedParser<'a>, NoPanic)>;
+
+/// Why the firmware's device tree cannot be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TreeError {
+    /// No blob with a valid header at the address the firmware passed.
+    NoBlob {
+        /// The address.
+        address: usize,
+    },
+    /// The blob's structure does not parse.
+    Malformed,
+    /// No `memory` node with a `reg`.
+    NoMemory,
+    /// No `/cpus` node with a `cpu` child.
+    NoCpus,
+    /// More entries than the hypervisor has room for.
+    TooMany {
+        /// What there are too many of.
+        what: &'static str,
+    },
+}
+
+impl From<fdt::FdtError> for TreeError {
+    fn from(_: fdt::FdtError) -> Self {
+        TreeError::Malformed
+    }
+}
+
+/// One CPU as the tree describes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TreeCpu {
+    /// `reg`: the CPU's `MPIDR` affinity.
+    pub mpidr: u64,
+    /// `cpu-release-addr`, for `enable-method = "spin-table"`.
+    pub release_address: Option<u64>,
+    /// `enable-method = "psci"`.
+    pub psci: bool,
+}
+
+/// The firmware's tree.
+pub struct FirmwareTree<'a> {
+    fdt: Fdt<'a, (UnalignedParser<'a>, NoPanic)>,
+    /// Where the blob lies.
+    pub blob: PhysRange,
+}
+
+impl<'a> FirmwareTree<'a> {
+    /// Parses the blob `bytes` found at `address` (`None`: no valid header there).
+    pub fn parse(address: usize, bytes: Option<&'a [u8]>) -> Result<FirmwareTree<'a>, TreeError> {
+        let bytes = bytes.ok_or(TreeError::NoBlob { address })?;
+        let fdt = Fdt::new_unaligned_fallible(bytes)?;
+        let blob = PhysRange::new(address as u64, bytes.len() as u64);
+        Ok(FirmwareTree { fdt, blob })
+    }
+
+    fn node(&self, path: &str) -> Result<Option<TreeNode<'a>>, TreeError> {
+        Ok(self.fdt.find_node(path)?)
+    }
+
+    /// RAM ranges from every `memory` node under the root.
+    pub fn memory(&self) -> Result<Ranges, TreeError> {
+        let mut ranges = Ranges::new();
+        let root = self.node("/")?.ok_or(TreeError::Malformed)?;
+        for node in root.children()?.iter() {
+            let node = node?;
+            if !is_memory_node(&node)? {
+                continue;
+            }
+            let Some(reg) = node.reg()? else { continue };
+            for entry in reg.iter::<u64, u64>() {
+                let entry = entry.map_err(|_| TreeError::Malformed)?;
+                if entry.len == 0 {
+                    continue;
+                }
+                let range = PhysRange::new(entry.address, entry.len);
+                ranges
+                    .push(range)
+                    .map_err(|_| TreeError::TooMany { what: "memory ranges" })?;
+            }
+        }
+        if ranges.is_empty() {
+            return Err(TreeError::NoMemory);
+        }
+        Ok(ranges)
+    }
+
+    /// `/chosen/bootargs`, empty if absent.
+    pub fn bootargs(&self) -> Result<&'a str, TreeError> {
+        let Some(chosen) = self.node("/chosen")? else {
+            return Ok("");
+        };
+        Ok(string_property(&chosen, "bootargs")?.unwrap_or(""))
+    }
+
+    /// The initrd from `/chosen/linux,initrd-start` and `linux,initrd-end`.
+    pub fn initrd(&self) -> Result<Option<PhysRange>, TreeError> {
+        let Some(chosen) = self.node("/chosen")? else {
+            return Ok(None);
+        };
+        let start = integer_property(&chosen, "linux,initrd-start")?;
+        let end = integer_property(&chosen, "linux,initrd-end")?;
+        match (start, end) {
+            (Some(start), Some(end)) if start < end => Ok(Some(PhysRange { start, end })),
+            _ => Ok(None),
+        }
+    }
+
+    /// `/psci/method` (`"smc"` or `"hvc"`), if the tree has a PSCI node.
+    pub fn psci_method(&self) -> Result<Option<&'a str>, TreeError> {
+        let Some(psci) = self.node("/psci")? else {
+            return Ok(None);
+        };
+        string_property(&psci, "method")
+    }
+
+    /// The CPUs under `/cpus`, in tree order.
+    pub fn cpus(&self) -> Result<Cpus, TreeError> {
+        let cpus_node = self.node("/cpus")?.ok_or(TreeError::NoCpus)?;
+        let mut cpus = Cpus::new();
+        for node in cpus_node.children()?.iter() {
+            let node = node?;
+            if string_property(&node, "device_type")? != Some("cpu") {
+                continue;
+            }
+            let Some(mpidr) = integer_property(&node, "reg")? else {
+                continue;
+            };
+            let cpu = TreeCpu {
+                mpidr,
+                release_address: integer_property(&node, "cpu-release-addr")?,
+                psci: string_property(&node, "enable-method")? == Some("psci"),
+            };
+            cpus.push(cpu)
+                .map_err(|_| TreeError::TooMany { what: "CPUs" })?;
+        }
+        if cpus.is_empty() {
+            return Err(TreeError::NoCpus);
+        }
+        Ok(cpus)
+    }
+}
+
+fn is_memory_node(node: &TreeNode<'_>) -> Result<bool, TreeError> {
+    if string_property(node, "device_type")? == Some("memory") {
+        return Ok(true);
+    }
+    Ok(node.name()?.name == "memory")
+}
+
+fn string_property<'a>(node: &TreeNode<'a>, name: &str) -> Result<Option<&'a str>, TreeError> {
+    let Some(property) = node.raw_property(name)? else {
+        return Ok(None);
+    };
+    property
+        .as_value::<&str>()
+        .map(Some)
+        .map_err(|_| TreeError::Malformed)
+}
+
+/// A one- or two-cell integer property.
+fn integer_property(node: &TreeNode<'_>, name: &str) -> Result<Option<u64>, TreeError> {
+    let Some(property) = node.raw_property(name)? else {
+        return Ok(None);
+    };
+    property
+        .as_value::<u64>()
+        .or_else(|_| property.as_value::<u32>().map(u64::from))
+        .map(Some)
+        .map_err(|_| TreeError::Malformed)
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec::Vec;
+    use vm_fdt::FdtWriter;
+
+    /// A QEMU-`virt`-like tree: two memory banks, PSCI CPUs, bootargs, an initrd.
+    fn sample_tree() -> Vec<u8> {
+        let mut fdt = FdtWriter::new().expect("writer");
+        let root = fdt.begin_node("").expect("root");
+        fdt.property_u32("#address-cells", 2).expect("prop");
+        fdt.property_u32("#size-cells", 2).expect("prop");
+        let chosen = fdt.begin_node("chosen").expect("node");
+        fdt.property_string("bootargs", "transom.exit=semihosting").expect("prop");
+        fdt.property_u64("linux,initrd-start", 0x4800_0000).expect("prop");
+        fdt.property_u32("linux,initrd-end", 0x4810_0000).expect("prop");
+        fdt.end_node(chosen).expect("end");
+        for (name, base) in [("memory@40000000", 0x4000_0000u64), ("memory@100000000", 0x1_0000_0000)] {
+            let memory = fdt.begin_node(name).expect("node");
+            fdt.property_string("device_type", "memory").expect("prop");
+            fdt.property_array_u64("reg", &[base, 0x4000_0000]).expect("prop");
+            fdt.end_node(memory).expect("end");
+        }
+        let psci = fdt.begin_node("psci").expect("node");
+        fdt.property_string("method", "smc").expect("prop");
+        fdt.end_node(psci).expect("end");
+        let cpus = fdt.begin_node("cpus").expect("node");
+        fdt.property_u32("#address-cells", 1).expect("prop");
+        fdt.property_u32("#size-cells", 0).expect("prop");
+        for index in 0..2u32 {
+            let cpu = fdt.begin_node(&std::format!("cpu@{index}")).expect("node");
+            fdt.property_string("device_type", "cpu").expect("prop");
+            fdt.property_u32("reg", index).expect("prop");
+            fdt.property_string("enable-method", "psci").expect("prop");
+            fdt.end_node(cpu).expect("end");
+        }
+        fdt.end_node(cpus).expect("end");
+        fdt.end_node(root).expect("end");
+        fdt.finish().expect("finish")
+    }
+
+    /// Inserts `count` `FDT_NOP` tokens before the `cpus` node, as libfdt leaves them
+    /// after deleting a node (Devicetree Specification v0.4, 5.4.1: FDT_NOP "shall be
+    /// ignored by any program parsing the device tree").
+    fn with_nops_before_cpus(blob: &[u8], count: usize) -> Vec<u8> {
+        const FDT_BEGIN_NODE: [u8; 4] = [0, 0, 0, 1];
+        const FDT_NOP: [u8; 4] = [0, 0, 0, 4];
+        let be32 = |offset: usize| u32::from_be_bytes(blob[offset..offset + 4].try_into().expect("4"));
+        let off_struct = be32(8) as usize;
+        let needle = [&FDT_BEGIN_NODE[..], b"cpus\0"].concat();
+        let position = off_struct
+            + blob[off_struct..]
+                .windows(needle.len())
+                .position(|window| window == needle.as_slice())
+                .expect("cpus node");
+        let extra = 4 * count;
+        let mut patched = Vec::new();
+        patched.extend_from_slice(&blob[..position]);
+        for _ in 0..count {
+            patched.extend_from_slice(&FDT_NOP);
+        }
+        patched.extend_from_slice(&blob[position..]);
+        // Header fields after the structure block move: totalsize, off_dt_strings,
+        // size_dt_struct (spec 5.2).
+        for (field, grows) in [(4usize, true), (12, true), (36, true)] {
+            let value = be32(field) as usize + if grows { extra } else { 0 };
+            patched[field..field + 4].copy_from_slice(&(value as u32).to_be_bytes());
+        }
+        patched
+    }
+
+    #[test]
+    fn reads_memory_bootargs_initrd_psci_and_cpus() {
+        let blob = sample_tree();
+        let tree = FirmwareTree::parse(0x4000_0000, Some(&blob)).expect("parses");
+        let memory = tree.memory().expect("memory");
+        assert_eq!(
+            memory.as_slice(),
+            [
+                PhysRange::new(0x4000_0000, 0x4000_0000),
+                PhysRange::new(0x1_0000_0000, 0x4000_0000)
+            ]
+        );
+        assert_eq!(tree.bootargs(), Ok("transom.exit=semihosting"));
+        assert_eq!(
+            tree.initrd(),
+            Ok(Some(PhysRange::new(0x4800_0000, 0x10_0000)))
+        );
+        assert_eq!(tree.psci_method(), Ok(Some("smc")));
+        let cpus = tree.cpus().expect("cpus");
+        assert_eq!(cpus.len(), 2);
+        assert_eq!(cpus[1].mpidr, 1);
+        assert!(cpus[1].psci);
+        assert_eq!(cpus[1].release_address, None);
+    }
+
+    #[test]
+    fn nodes_after_nop_tokens_are_found() {
+        let blob = with_nops_before_cpus(&sample_tree(), 19);
+        let tree = FirmwareTree::parse(0, Some(&blob)).expect("parses");
+        assert_eq!(tree.cpus().expect("cpus after NOPs").len(), 2);
+    }
+
+    #[test]
+    fn a_missing_blob_or_node_is_an_error_not_a_panic() {
+        assert_eq!(
+            FirmwareTree::parse(0x1234, None).err(),
+            Some(TreeError::NoBlob { address: 0x1234 })
+        );
+        let mut fdt = FdtWriter::new().expect("writer");
+        let root = fdt.begin_node("").expect("root");
+        fdt.end_node(root).expect("end");
+        let blob = fdt.finish().expect("finish");
+        let tree = FirmwareTree::parse(0, Some(&blob)).expect("parses");
+        assert_eq!(tree.memory(), Err(TreeError::NoMemory));
+        assert_eq!(tree.cpus(), Err(TreeError::NoCpus));
+        assert_eq!(tree.bootargs(), Ok(""));
+        assert_eq!(tree.psci_method(), Ok(None));
+    }
+}
