@@ -309,7 +309,8 @@ mod tests {
     fn enable_sets_the_aux_bit_and_programs_the_line() {
         let mut aux = AuxRegisters::new_box_zeroed().expect("allocation");
         aux.enables.0 = AuxEnables::SPI1;
-        let mut regs: Box<MiniUartRegisters> = MiniUartRegisters::new_box_zeroed().expect("allocation");
+        let mut regs: Box<MiniUartRegisters> =
+            MiniUartRegisters::new_box_zeroed().expect("allocation");
         regs.lsr.0 = LineStatus::TX_EMPTY | LineStatus::TX_IDLE;
         let mut uart = MiniUart::enable(
             UniqueMmioPointer::from(&mut *aux),
@@ -319,12 +320,14 @@ mod tests {
         )
         .expect("reachable baud");
         uart.write_all(b"hi").expect("infallible");
-        drop(uart);
         // SPI1 stays enabled: the driver only adds its own bit.
         assert_eq!(aux.enables.0, AuxEnables::SPI1 | AuxEnables::MINI_UART);
         assert_eq!(regs.lcr.0, LineControl::EIGHT_BIT);
         assert_eq!(regs.baud.0, 542);
-        assert_eq!(regs.cntl.0, ExtraControl::RX_ENABLE | ExtraControl::TX_ENABLE);
+        assert_eq!(
+            regs.cntl.0,
+            ExtraControl::RX_ENABLE | ExtraControl::TX_ENABLE
+        );
         assert_eq!(regs.iir.0, FifoClear::RX | FifoClear::TX);
         assert_eq!(regs.io.0, u32::from(b'i'));
     }

@@ -410,7 +410,6 @@ mod tests {
         let mut regs = fake_registers();
         let mut uart = Pl011::new(UniqueMmioPointer::from(&mut *regs));
         uart.enable(48_000_000, 115_200).expect("reachable baud");
-        drop(uart);
         assert_eq!(regs.ibrd.0, 26);
         assert_eq!(regs.fbrd.0, 3);
         assert_eq!(regs.lcr_h.0, LineControl::WLEN_8 | LineControl::FEN);
@@ -424,7 +423,6 @@ mod tests {
         let mut regs = fake_registers();
         let mut uart = Pl011::new(UniqueMmioPointer::from(&mut *regs));
         uart.write_all(b"ok").expect("infallible");
-        drop(uart);
         assert_eq!(regs.dr.0, u32::from(b'k'));
     }
 
@@ -445,11 +443,9 @@ mod tests {
             uart.try_read_byte(),
             Err(nb::Error::Other(ReceiveError::Overrun))
         );
-        drop(uart);
         regs.dr.0 = u32::from(b'a');
         let mut uart = Pl011::new(UniqueMmioPointer::from(&mut *regs));
         assert_eq!(uart.try_read_byte(), Ok(b'a'));
-        drop(uart);
         regs.fr.0 = Flags::RXFE;
         let mut uart = Pl011::new(UniqueMmioPointer::from(&mut *regs));
         assert_eq!(uart.try_read_byte(), Err(nb::Error::WouldBlock));

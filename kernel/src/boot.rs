@@ -10,9 +10,9 @@ use transom_vmm_core::verdict::Verdict;
 use crate::arch::memory::{self, ImageLayout};
 use crate::arch::mmu::{self, MemoryPlan, MmuRegisters};
 use crate::arch::vectors::{TrapFrame, VectorKind};
-use transom_vmm_core::firmware_tree::{FirmwareTree, Ranges, TreeError};
 use crate::log::ConsoleCell;
 use crate::{Board, arch, exit, heap, smp};
+use transom_vmm_core::firmware_tree::{FirmwareTree, Ranges, TreeError};
 
 /// An address no board maps: just below the top of the 39-bit EL2 VA space.
 const UNMAPPED_PROBE_ADDRESS: u64 = 0x7f_0000_0000;
@@ -178,7 +178,10 @@ fn log_firmware(tree: &FirmwareTree<'_>, options: &BootOptions<'_>) {
             initrd.size()
         ),
         Ok(None) => defmt::info!("initrd: none"),
-        Err(error) => defmt::warn!("initrd: unreadable /chosen: {}", defmt::Debug2Format(&error)),
+        Err(error) => defmt::warn!(
+            "initrd: unreadable /chosen: {}",
+            defmt::Debug2Format(&error)
+        ),
     }
     defmt::info!("heap free: {=usize} bytes", heap::free());
 }

@@ -38,8 +38,16 @@ pub fn method() -> ExitMethod {
 /// Logs `verdict` and ends the run.
 pub fn end_run(verdict: Verdict) -> ! {
     match verdict {
-        Verdict::Pass => defmt::info!("run ended: {} (exit code {=u8})", defmt::Display2Format(&verdict), verdict.exit_code()),
-        _ => defmt::error!("run ended: {} (exit code {=u8})", defmt::Display2Format(&verdict), verdict.exit_code()),
+        Verdict::Pass => defmt::info!(
+            "run ended: {} (exit code {=u8})",
+            defmt::Display2Format(&verdict),
+            verdict.exit_code()
+        ),
+        _ => defmt::error!(
+            "run ended: {} (exit code {=u8})",
+            defmt::Display2Format(&verdict),
+            verdict.exit_code()
+        ),
     }
     defmt::flush();
     end_run_quietly(verdict)

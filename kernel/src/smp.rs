@@ -5,9 +5,9 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use transom_boards::SecondaryBoot;
 
-use crate::arch::{self, MAX_CPUS};
 use crate::arch::mmu::MmuRegisters;
 use crate::arch::smp::{Release, ReleaseError};
+use crate::arch::{self, MAX_CPUS};
 use transom_vmm_core::firmware_tree::TreeCpu;
 
 /// How long a released CPU has to report in. Generous: QEMU's TCG runs CPUs in turn.
@@ -33,7 +33,10 @@ pub fn start_secondaries(cpus: &[TreeCpu], method: SecondaryBoot, mmu: &MmuRegis
         }
         start_one(index, cpu, method, mmu);
     }
-    ONLINE.iter().filter(|online| online.load(Ordering::Acquire)).count()
+    ONLINE
+        .iter()
+        .filter(|online| online.load(Ordering::Acquire))
+        .count()
 }
 
 fn start_one(index: usize, cpu: &TreeCpu, method: SecondaryBoot, mmu: &MmuRegisters) {

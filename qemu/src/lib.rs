@@ -58,7 +58,10 @@ impl std::fmt::Display for MachineError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             MachineError::Cpus { requested, max } => {
-                write!(f, "{requested} CPUs requested; this machine takes 1 to {max}")
+                write!(
+                    f,
+                    "{requested} CPUs requested; this machine takes 1 to {max}"
+                )
             }
             MachineError::FixedCpus => f.write_str("raspi4b always has 4 CPUs; drop --smp"),
         }
@@ -141,7 +144,12 @@ impl Machine {
             }
         }
         push(&["-display", "none", "-monitor", "none", "-no-reboot"]);
-        push(&["-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console"]);
+        push(&[
+            "-chardev",
+            "stdio,id=console,signal=off",
+            "-serial",
+            "chardev:console",
+        ]);
         push(&["-semihosting-config", "enable=on,target=native"]);
         push(&["-kernel", &run.image.display().to_string()]);
         if let Some(tree) = &run.device_tree {

@@ -68,10 +68,7 @@ fn create_cpus_node(fdt: &mut FdtWriter) -> Result<(), vm_fdt::Error> {
         fdt.property_string("compatible", "arm,cortex-a72")?;
         fdt.property_u32("reg", index)?;
         fdt.property_string("enable-method", "spin-table")?;
-        fdt.property_u64(
-            "cpu-release-addr",
-            SPIN_TABLE_BASE + 8 * u64::from(index),
-        )?;
+        fdt.property_u64("cpu-release-addr", SPIN_TABLE_BASE + 8 * u64::from(index))?;
         fdt.end_node(cpu)?;
     }
     fdt.end_node(cpus)
@@ -87,14 +84,26 @@ fn create_soc_node(fdt: &mut FdtWriter) -> Result<(), vm_fdt::Error> {
     fdt.property_array_u32(
         "ranges",
         &[
-            0x7e00_0000, 0x0, 0xfe00_0000, 0x0180_0000, //
-            0x7c00_0000, 0x0, 0xfc00_0000, 0x0200_0000, //
-            0x4000_0000, 0x0, 0xff80_0000, 0x0080_0000,
+            0x7e00_0000,
+            0x0,
+            0xfe00_0000,
+            0x0180_0000, //
+            0x7c00_0000,
+            0x0,
+            0xfc00_0000,
+            0x0200_0000, //
+            0x4000_0000,
+            0x0,
+            0xff80_0000,
+            0x0080_0000,
         ],
     )?;
 
     let uart0 = fdt.begin_node("serial@7e201000")?;
-    fdt.property_string_list("compatible", vec!["arm,pl011".into(), "arm,primecell".into()])?;
+    fdt.property_string_list(
+        "compatible",
+        vec!["arm,pl011".into(), "arm,primecell".into()],
+    )?;
     fdt.property_array_u32("reg", &[0x7e20_1000, 0x200])?;
     fdt.end_node(uart0)?;
 
@@ -110,10 +119,14 @@ fn create_soc_node(fdt: &mut FdtWriter) -> Result<(), vm_fdt::Error> {
     fdt.property_array_u32(
         "reg",
         &[
-            0x4004_1000, 0x1000, // GICD
-            0x4004_2000, 0x2000, // GICC
-            0x4004_4000, 0x2000, // GICH
-            0x4004_6000, 0x2000, // GICV
+            0x4004_1000,
+            0x1000, // GICD
+            0x4004_2000,
+            0x2000, // GICC
+            0x4004_4000,
+            0x2000, // GICH
+            0x4004_6000,
+            0x2000, // GICV
         ],
     )?;
     fdt.end_node(gic)?;

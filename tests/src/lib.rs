@@ -21,7 +21,9 @@ pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 fn built(board: BoardName) -> BuiltImage {
     static IMAGES: OnceLock<Mutex<HashMap<BoardName, BuiltImage>>> = OnceLock::new();
     let images = IMAGES.get_or_init(|| Mutex::new(HashMap::new()));
-    let mut images = images.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut images = images
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(image) = images.get(&board) {
         return image.clone();
     }

@@ -32,7 +32,10 @@ fn assert_boot_report(outcome: &Outcome, board: &str, cpus: u32) {
         );
     }
     assert!(
-        !outcome.events.iter().any(|event| matches!(event, xtask::log_decode::LogEvent::Undecodable { .. })),
+        !outcome
+            .events
+            .iter()
+            .any(|event| matches!(event, xtask::log_decode::LogEvent::Undecodable { .. })),
         "every frame decodes:\n{transcript}"
     );
 }
@@ -42,7 +45,11 @@ fn virt_gicv3_four_cpus() {
     let outcome = boot(BoardName::QemuVirt, GicVersion::V3, Some(4), &[]);
     assert_boot_report(&outcome, "qemu-virt", 4);
     // QEMU virt's default -m of this machine definition is 1 GiB at 0x4000_0000.
-    assert!(outcome.logged("RAM: 0x40000000..0x80000000"), "{}", outcome.transcript());
+    assert!(
+        outcome.logged("RAM: 0x40000000..0x80000000"),
+        "{}",
+        outcome.transcript()
+    );
 }
 
 #[test]
@@ -56,7 +63,11 @@ fn raspi4b_spin_table_cpus() {
     let outcome = boot(BoardName::Rpi4, GicVersion::V2, None, &[]);
     assert_boot_report(&outcome, "rpi4", 4);
     // The Pi's RAM starts at 0 and the image at 0x8_0000 (kernel8.img).
-    assert!(outcome.logged("image: 0x80000.."), "{}", outcome.transcript());
+    assert!(
+        outcome.logged("image: 0x80000.."),
+        "{}",
+        outcome.transcript()
+    );
 }
 
 #[test]
@@ -68,12 +79,19 @@ fn deliberate_panic_gives_the_panic_verdict_and_its_message() {
         &["transom.selftest=panic"],
     );
     let transcript = outcome.transcript();
-    assert_eq!(outcome.ending, Ending::Verdict(Verdict::Panic), "{transcript}");
+    assert_eq!(
+        outcome.ending,
+        Ending::Verdict(Verdict::Panic),
+        "{transcript}"
+    );
     assert!(
         outcome.logged("deliberate panic (transom.selftest=panic)"),
         "{transcript}"
     );
-    assert!(outcome.logged("panicked at kernel/src/boot.rs:"), "{transcript}");
+    assert!(
+        outcome.logged("panicked at kernel/src/boot.rs:"),
+        "{transcript}"
+    );
     assert_ne!(Verdict::Panic.exit_code(), Verdict::TestFailure.exit_code());
 }
 

@@ -106,7 +106,8 @@ mod tests {
 
     #[test]
     fn hypervisor_words_are_picked_out_of_a_linux_style_line() {
-        let options = parse("console=ttyAMA0 transom.exit=semihosting quiet transom.selftest=panic");
+        let options =
+            parse("console=ttyAMA0 transom.exit=semihosting quiet transom.selftest=panic");
         assert_eq!(options.exit, Some(ExitMethod::Semihosting));
         assert_eq!(options.selftest, Some(SelfTest::Panic));
         assert_eq!(options.first_unknown, None);
@@ -120,8 +121,14 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_values_are_reported() {
-        assert_eq!(parse("transom.exit=reboot").first_unknown, Some("transom.exit=reboot"));
-        assert_eq!(parse("transom.verbose").first_unknown, Some("transom.verbose"));
+        assert_eq!(
+            parse("transom.exit=reboot").first_unknown,
+            Some("transom.exit=reboot")
+        );
+        assert_eq!(
+            parse("transom.verbose").first_unknown,
+            Some("transom.verbose")
+        );
         let options = parse("transom.colour=blue transom.selftest=exception");
         assert_eq!(options.first_unknown, Some("transom.colour=blue"));
         assert_eq!(options.selftest, Some(SelfTest::Exception));

@@ -315,7 +315,11 @@ impl fmt::Display for Esr {
         match abort.access {
             Some(access) => {
                 let direction = if access.write { "write" } else { "read" };
-                write!(f, ", {direction} of {} bytes via x{})", access.size, access.register)
+                write!(
+                    f,
+                    ", {direction} of {} bytes via x{})",
+                    access.size, access.register
+                )
             }
             None => f.write_str(")"),
         }
@@ -331,10 +335,8 @@ mod tests {
     /// A load `ldr x1, [x0]` that misses every stage-1 table at level 1, taken at EL2:
     /// EC = 0x25, IL = 1, ISV = 1, SAS = 0b11 (64-bit), SRT = 1, SF = 1,
     /// WnR = 0, DFSC = 0b000101 (translation fault, level 1).
-    const LDR_X1_TRANSLATION_L1: u64 = (0x25 << 26) | (1 << 25) | (1 << 24) | (0b11 << 22)
-        | (1 << 16)
-        | (1 << 15)
-        | 0b00_0101;
+    const LDR_X1_TRANSLATION_L1: u64 =
+        (0x25 << 26) | (1 << 25) | (1 << 24) | (0b11 << 22) | (1 << 16) | (1 << 15) | 0b00_0101;
 
     #[test]
     fn data_abort_with_valid_syndrome() {
@@ -405,11 +407,11 @@ mod tests {
     fn fault_levels_come_from_the_low_bits() {
         for level in 0..4 {
             assert_eq!(
-                FaultStatus::from_bits(0b0001_00 | level),
+                FaultStatus::from_bits(0b00_0100 | level),
                 FaultStatus::Translation { level }
             );
             assert_eq!(
-                FaultStatus::from_bits(0b0011_00 | level),
+                FaultStatus::from_bits(0b00_1100 | level),
                 FaultStatus::Permission { level }
             );
         }

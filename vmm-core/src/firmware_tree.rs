@@ -8,8 +8,8 @@
 
 use fdt::Fdt;
 use fdt::nodes::Node;
-use fdt::parsing::unaligned::UnalignedParser;
 use fdt::parsing::NoPanic;
+use fdt::parsing::unaligned::UnalignedParser;
 use transom_boards::PhysRange;
 
 /// The most RAM ranges recorded.
@@ -98,9 +98,9 @@ impl<'a> FirmwareTree<'a> {
                     continue;
                 }
                 let range = PhysRange::new(entry.address, entry.len);
-                ranges
-                    .push(range)
-                    .map_err(|_| TreeError::TooMany { what: "memory ranges" })?;
+                ranges.push(range).map_err(|_| TreeError::TooMany {
+                    what: "memory ranges",
+                })?;
             }
         }
         if ranges.is_empty() {
@@ -208,14 +208,21 @@ mod tests {
         fdt.property_u32("#address-cells", 2).expect("prop");
         fdt.property_u32("#size-cells", 2).expect("prop");
         let chosen = fdt.begin_node("chosen").expect("node");
-        fdt.property_string("bootargs", "transom.exit=semihosting").expect("prop");
-        fdt.property_u64("linux,initrd-start", 0x4800_0000).expect("prop");
-        fdt.property_u32("linux,initrd-end", 0x4810_0000).expect("prop");
+        fdt.property_string("bootargs", "transom.exit=semihosting")
+            .expect("prop");
+        fdt.property_u64("linux,initrd-start", 0x4800_0000)
+            .expect("prop");
+        fdt.property_u32("linux,initrd-end", 0x4810_0000)
+            .expect("prop");
         fdt.end_node(chosen).expect("end");
-        for (name, base) in [("memory@40000000", 0x4000_0000u64), ("memory@100000000", 0x1_0000_0000)] {
+        for (name, base) in [
+            ("memory@40000000", 0x4000_0000u64),
+            ("memory@100000000", 0x1_0000_0000),
+        ] {
             let memory = fdt.begin_node(name).expect("node");
             fdt.property_string("device_type", "memory").expect("prop");
-            fdt.property_array_u64("reg", &[base, 0x4000_0000]).expect("prop");
+            fdt.property_array_u64("reg", &[base, 0x4000_0000])
+                .expect("prop");
             fdt.end_node(memory).expect("end");
         }
         let psci = fdt.begin_node("psci").expect("node");
@@ -242,7 +249,8 @@ mod tests {
     fn with_nops_before_cpus(blob: &[u8], count: usize) -> Vec<u8> {
         const FDT_BEGIN_NODE: [u8; 4] = [0, 0, 0, 1];
         const FDT_NOP: [u8; 4] = [0, 0, 0, 4];
-        let be32 = |offset: usize| u32::from_be_bytes(blob[offset..offset + 4].try_into().expect("4"));
+        let be32 =
+            |offset: usize| u32::from_be_bytes(blob[offset..offset + 4].try_into().expect("4"));
         let off_struct = be32(8) as usize;
         let needle = [&FDT_BEGIN_NODE[..], b"cpus\0"].concat();
         let position = off_struct

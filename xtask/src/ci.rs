@@ -35,13 +35,21 @@ pub fn run() -> Result<()> {
 
     step("clippy, aarch64-unknown-none");
     let clippy_packages = packages.clone();
-    cmd!(sh, "cargo clippy --target {AARCH64_TARGET} {clippy_packages...} -- -D warnings").run()?;
+    cmd!(
+        sh,
+        "cargo clippy --target {AARCH64_TARGET} {clippy_packages...} -- -D warnings"
+    )
+    .run()?;
 
     step("rustdoc");
     {
         let _deny = sh.push_env("RUSTDOCFLAGS", "-D warnings");
         cmd!(sh, "cargo doc --no-deps").run()?;
-        cmd!(sh, "cargo doc --no-deps --target {AARCH64_TARGET} {packages...}").run()?;
+        cmd!(
+            sh,
+            "cargo doc --no-deps --target {AARCH64_TARGET} {packages...}"
+        )
+        .run()?;
     }
 
     step("tests (host and QEMU)");

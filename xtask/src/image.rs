@@ -48,10 +48,7 @@ pub fn build(board: BoardName) -> Result<BuiltImage> {
     .run()
     .with_context(|| format!("building the {} image", board.name()))?;
 
-    let elf = target_dir
-        .join(target)
-        .join("release")
-        .join(board.binary());
+    let elf = target_dir.join(target).join("release").join(board.binary());
     let out_dir = target_dir.join("images").join(board.name());
     fs::create_dir_all(&out_dir)?;
     let image = out_dir.join(board.image_file_name());
@@ -103,7 +100,10 @@ pub fn raw_image(elf: &[u8]) -> Result<Vec<u8>> {
 pub fn rpi4_device_tree() -> Result<PathBuf> {
     let blob = transom_qemu::rpi4_tree::build()
         .map_err(|error| anyhow::anyhow!("building the raspi4b device tree: {error:?}"))?;
-    let path = target_dir().join("images").join("rpi4").join("rpi4-qemu.dtb");
+    let path = target_dir()
+        .join("images")
+        .join("rpi4")
+        .join("rpi4-qemu.dtb");
     fs::create_dir_all(path.parent().expect("has a parent"))?;
     fs::write(&path, blob)?;
     Ok(path)
@@ -111,5 +111,9 @@ pub fn rpi4_device_tree() -> Result<PathBuf> {
 
 /// A human-readable size.
 pub fn describe_size(path: &Path, size: u64) -> String {
-    format!("{} ({size} bytes, {:.1} KiB)", path.display(), size as f64 / 1024.0)
+    format!(
+        "{} ({size} bytes, {:.1} KiB)",
+        path.display(),
+        size as f64 / 1024.0
+    )
 }

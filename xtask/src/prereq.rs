@@ -196,8 +196,16 @@ mod tests {
     #[test]
     fn bookworm_installs_from_backports() {
         let commands = qemu_install_commands("bookworm");
-        assert!(commands.iter().any(|command| command.contains("bookworm-backports main")));
-        assert!(commands.last().is_some_and(|command| command.contains("-t bookworm-backports")));
+        assert!(
+            commands
+                .iter()
+                .any(|command| command.contains("bookworm-backports main"))
+        );
+        assert!(
+            commands
+                .last()
+                .is_some_and(|command| command.contains("-t bookworm-backports"))
+        );
         let trixie = qemu_install_commands("trixie");
         assert!(!trixie.iter().any(|command| command.contains("backports")));
     }

@@ -111,7 +111,9 @@ pub fn probe_read(address: u64) -> u64 {
     let value: u64;
     // SAFETY: a load changes no memory; if `address` is unmapped the data abort is
     // taken by the EL2 vectors, which end the run and never return here.
-    unsafe { asm!("ldr {value}, [{address}]", value = out(reg) value, address = in(reg) address, options(nostack, readonly)) };
+    unsafe {
+        asm!("ldr {value}, [{address}]", value = out(reg) value, address = in(reg) address, options(nostack, readonly))
+    };
     value
 }
 

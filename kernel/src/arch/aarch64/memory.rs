@@ -85,7 +85,7 @@ pub const MAX_DEVICE_TREE_SIZE: usize = 2 * 1024 * 1024;
 pub fn device_tree_blob(address: usize) -> Option<&'static [u8]> {
     const HEADER_SIZE: usize = 8;
     const FDT_MAGIC: u32 = 0xd00d_feed;
-    if address == 0 || address % 8 != 0 {
+    if address == 0 || !address.is_multiple_of(8) {
         return None;
     }
     // SAFETY: `address` is non-null and 8-byte aligned; firmware guarantees the

@@ -22,9 +22,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use aarch64_cpu::registers::{ID_AA64MMFR0_EL1, Readable, SCTLR_EL2, TCR_EL2};
 use aarch64_paging::descriptor::{El23Attributes, PhysicalAddress};
 use aarch64_paging::mair::{Mair, MairAttribute, NormalMemory};
-use aarch64_paging::paging::{
-    Constraints, El2, MemoryRegion, PageTable, Translation,
-};
+use aarch64_paging::paging::{Constraints, El2, MemoryRegion, PageTable, Translation};
 use aarch64_paging::{MapError, Mapping};
 use transom_boards::PhysRange;
 
@@ -228,7 +226,9 @@ pub fn build(plan: &MemoryPlan<'_>) -> Result<El2Tables, MmuError> {
         tcr: tcr_value(),
         ttbr0: mapping.root_address().0 as u64,
         sctlr: SCTLR_EL2_RES1
-            | (SCTLR_EL2::M::Enable + SCTLR_EL2::C::Cacheable + SCTLR_EL2::I::Cacheable
+            | (SCTLR_EL2::M::Enable
+                + SCTLR_EL2::C::Cacheable
+                + SCTLR_EL2::I::Cacheable
                 + SCTLR_EL2::SA::Enable)
                 .value,
     };
@@ -242,7 +242,9 @@ fn tcr_value() -> u64 {
     const TCR_EL2_RES1: u64 = (1 << 31) | (1 << 23);
     const PS_48_BITS: u64 = 0b101;
     // Output sizes above 48 bits need FEAT_LPA2 descriptors, which the tables do not use.
-    let pa_range = ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange).min(PS_48_BITS);
+    let pa_range = ID_AA64MMFR0_EL1
+        .read(ID_AA64MMFR0_EL1::PARange)
+        .min(PS_48_BITS);
     TCR_EL2_RES1
         | (TCR_EL2::T0SZ.val(64 - VA_BITS)
             + TCR_EL2::TG0::KiB_4

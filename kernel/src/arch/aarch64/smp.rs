@@ -56,7 +56,7 @@ pub fn release(index: usize, how: Release, mmu: &MmuRegisters) -> Result<(), Rel
             psci::cpu_on(mpidr, entry_point, index as u64).map_err(ReleaseError::Psci)
         }
         Release::SpinTable { release_address } => {
-            if release_address % 8 != 0 {
+            if !release_address.is_multiple_of(8) {
                 return Err(ReleaseError::MisalignedReleaseAddress(release_address));
             }
             // SAFETY: the release address is a firmware-reserved, 8-byte aligned

@@ -4,7 +4,7 @@
 //! current EL with SPx, lower EL in AArch64, lower EL in AArch32) of four entries
 //! (synchronous, IRQ, FIQ, SError), 0x80 bytes each, the table 2 KiB aligned.
 //! Every entry saves the general registers and the exception registers into a
-//! [`TrapFrame`] on the current stack and calls [`handle_exception`]; if that
+//! [`TrapFrame`] on the current stack and calls `handle_exception`; if that
 //! returns, the frame is restored and `eret` resumes (guest exits, in a later issue).
 
 use core::arch::global_asm;
@@ -27,7 +27,10 @@ pub struct TrapFrame {
 }
 
 const FRAME_SIZE: usize = size_of::<TrapFrame>();
-const _: () = assert!(FRAME_SIZE % 16 == 0, "the stack pointer must stay 16-byte aligned");
+const _: () = assert!(
+    FRAME_SIZE.is_multiple_of(16),
+    "the stack pointer must stay 16-byte aligned"
+);
 
 /// Which vector an exception came through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
