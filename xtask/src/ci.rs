@@ -1,6 +1,9 @@
 //! `cargo xtask ci`: every check, in the order a reviewer would run them.
 
-use anyhow::Result;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, ensure};
 use xshell::{Shell, cmd};
 
 use crate::boards::AARCH64_TARGET;
@@ -56,16 +59,89 @@ pub fn run() -> Result<()> {
     test()
 }
 
-/// Host unit tests and the QEMU integration tests.
+/// Host unit tests and the QEMU integration tests, then one summary line
+/// (`N passed, N failed`) over every test binary.
 pub fn test() -> Result<()> {
     prereq::ensure_rust_targets()?;
     prereq::ensure_qemu()?;
-    let sh = Shell::new()?;
-    sh.change_dir(workspace_root());
-    cmd!(sh, "cargo test").run()?;
+    let mut child = Command::new(env!("CARGO"))
+        .arg("test")
+        .current_dir(workspace_root())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting cargo test")?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut totals = TestTotals::default();
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        totals.add_result_line(&line);
+    }
+    let status = child.wait()?;
+    println!(
+        "\ntests: {} passed, {} failed",
+        totals.passed, totals.failed
+    );
+    ensure!(status.success(), "cargo test failed ({status})");
+    ensure!(totals.passed > 0, "cargo test ran no test");
     Ok(())
+}
+
+/// Totals over the `test result:` lines of several test binaries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TestTotals {
+    /// Tests that passed.
+    pub passed: u64,
+    /// Tests that failed.
+    pub failed: u64,
+}
+
+impl TestTotals {
+    /// Adds the counts of a libtest summary line such as
+    /// `test result: ok. 12 passed; 0 failed; 0 ignored; ...`; other lines are ignored.
+    pub fn add_result_line(&mut self, line: &str) {
+        let Some(counts) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in counts.split(['.', ';']) {
+            let mut words = part.split_whitespace();
+            let (Some(number), Some(label)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(number) = number.parse::<u64>() else {
+                continue;
+            };
+            match label {
+                "passed" => self.passed += number,
+                "failed" => self.failed += number,
+                _ => {}
+            }
+        }
+    }
 }
 
 fn step(name: &str) {
     eprintln!("\n==> {name}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_lines_are_summed() {
+        let mut totals = TestTotals::default();
+        totals.add_result_line(
+            "test result: ok. 12 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s",
+        );
+        totals.add_result_line("test result: FAILED. 3 passed; 2 failed; 1 ignored");
+        totals.add_result_line("running 6 tests");
+        assert_eq!(
+            totals,
+            TestTotals {
+                passed: 15,
+                failed: 2
+            }
+        );
+    }
 }
