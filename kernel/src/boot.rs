@@ -1,7 +1,5 @@
 //! The boot sequence of the boot CPU, as a list of steps.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
-
 use transom_boards::{PhysRange, SecondaryBoot};
 use transom_vmm_core::bootargs::{self, BootOptions, ExitMethod, SelfTest};
 use transom_vmm_core::esr::Esr;
@@ -20,6 +18,7 @@ const UNMAPPED_PROBE_ADDRESS: u64 = 0x7f_0000_0000;
 /// What the steps before the MMU found, kept for the log once there is one.
 struct EarlyBoot {
     tree: Result<FirmwareTree<'static>, TreeError>,
+    options: BootOptions<'static>,
     ram: Ranges,
     heap: PhysRange,
     heap_in_ram: bool,
@@ -29,7 +28,7 @@ struct EarlyBoot {
 /// The boot CPU's Rust entry: called by the assembly with the MMU off.
 pub fn primary_main<B: Board>(device_tree: usize, console: &'static ConsoleCell<B::Console>) -> ! {
     let early = prepare_memory::<B>(device_tree);
-    let mmu = enable_mmu(&early, B::DESC.device_memory);
+    let (mmu, table_pages) = enable_mmu(&early, B::DESC.device_memory);
     console.install(B::console());
 
     log_banner::<B>();
@@ -40,8 +39,8 @@ pub fn primary_main<B: Board>(device_tree: usize, console: &'static ConsoleCell<
             device_tree, error
         ),
     };
-    let options = bootargs::parse(tree.bootargs().unwrap_or_default());
-    log_memory(&early);
+    let options = early.options;
+    log_memory(&early, table_pages);
     if !early.heap_in_ram {
         panic!(
             "the heap {} does not lie in RAM the firmware reports; the board's heap_size is too large",
@@ -62,19 +61,12 @@ fn prepare_memory<B: Board>(device_tree: usize) -> EarlyBoot {
     let image = memory::image_layout();
     let heap = memory::heap_range(B::DESC.heap_size);
     let mut ram = Ranges::new();
+    let mut options = BootOptions::default();
     if let Ok(tree) = &tree {
-        let options = bootargs::parse(tree.bootargs().unwrap_or_default());
+        options = bootargs::parse(tree.bootargs().unwrap_or_default());
         exit::set_method(choose_exit_method(&options, tree));
         if let Ok(firmware_ram) = tree.memory() {
-            for bank in B::DESC.ram {
-                for reported in &firmware_ram {
-                    if let Some(usable) = bank.intersection(reported) {
-                        // Both lists are bounded by MAX_RANGES; extra pieces are dropped
-                        // and reported through `heap_in_ram` only if they matter.
-                        let _ = ram.push(usable);
-                    }
-                }
-            }
+            ram = usable_ram(B::DESC.ram, &firmware_ram);
         }
     }
     let heap_in_ram = ram
@@ -82,11 +74,30 @@ fn prepare_memory<B: Board>(device_tree: usize) -> EarlyBoot {
         .any(|bank| bank.start <= image.text.start && heap.end <= bank.end);
     EarlyBoot {
         tree,
+        options,
         ram,
         heap,
         heap_in_ram,
         image,
     }
+}
+
+/// The RAM the hypervisor may use: each board bank cut to what the firmware reports.
+/// Pieces beyond the list's capacity are left out, never half-recorded; the heap
+/// check that follows fails if they held the image.
+fn usable_ram(board_ram: &[PhysRange], firmware_ram: &Ranges) -> Ranges {
+    let mut usable = Ranges::new();
+    for bank in board_ram {
+        for reported in firmware_ram {
+            let Some(piece) = bank.intersection(reported) else {
+                continue;
+            };
+            if usable.push(piece).is_err() {
+                return usable;
+            }
+        }
+    }
+    usable
 }
 
 fn choose_exit_method(options: &BootOptions<'_>, tree: &FirmwareTree<'_>) -> ExitMethod {
@@ -99,7 +110,9 @@ fn choose_exit_method(options: &BootOptions<'_>, tree: &FirmwareTree<'_>) -> Exi
     }
 }
 
-fn enable_mmu(early: &EarlyBoot, devices: &[PhysRange]) -> MmuRegisters {
+/// Builds and turns on the EL2 tables; returns the registers (for the secondaries)
+/// and the table pages used.
+fn enable_mmu(early: &EarlyBoot, devices: &[PhysRange]) -> (MmuRegisters, usize) {
     // Without a usable tree only the image and heap are mapped: enough to log why.
     let ram: &[PhysRange] = if early.heap_in_ram { &early.ram } else { &[] };
     let plan = MemoryPlan {
@@ -113,11 +126,9 @@ fn enable_mmu(early: &EarlyBoot, devices: &[PhysRange]) -> MmuRegisters {
         Ok(tables) => tables,
         Err(error) => panic!("cannot build the EL2 tables: {:?}", error),
     };
-    TABLE_PAGES.store(tables.pages_used(), Ordering::Relaxed);
-    mmu::enable(tables, &early.image)
+    let pages = tables.pages_used();
+    (mmu::enable(tables, &early.image), pages)
 }
-
-static TABLE_PAGES: AtomicUsize = AtomicUsize::new(0);
 
 fn log_banner<B: Board>() {
     defmt::info!(
@@ -132,7 +143,7 @@ fn log_banner<B: Board>() {
     );
 }
 
-fn log_memory(early: &EarlyBoot) {
+fn log_memory(early: &EarlyBoot, table_pages: usize) {
     let image = early.image.whole();
     defmt::info!(
         "image: {=u64:#x}..{=u64:#x} ({=u64} KiB)",
@@ -156,7 +167,7 @@ fn log_memory(early: &EarlyBoot) {
     );
     defmt::info!(
         "EL2 stage-1 tables: {=usize} pages; MMU and caches on",
-        TABLE_PAGES.load(Ordering::Relaxed)
+        table_pages
     );
 }
 

@@ -11,8 +11,6 @@
 //! | `transom.selftest=panic`      | panic after boot (tests the panic verdict)   |
 //! | `transom.selftest=exception`  | read an unmapped address after boot          |
 
-use core::fmt;
-
 /// How the hypervisor ends a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitMethod {
@@ -44,16 +42,6 @@ pub struct BootOptions<'a> {
     pub first_unknown: Option<&'a str>,
 }
 
-/// A `transom.*` word that is not understood.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UnknownOption<'a>(pub &'a str);
-
-impl fmt::Display for UnknownOption<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "unknown hypervisor option `{}`", self.0)
-    }
-}
-
 const PREFIX: &str = "transom.";
 
 /// Parses the hypervisor's words of a command line. Later words win; an unknown
@@ -64,14 +52,14 @@ pub fn parse(command_line: &str) -> BootOptions<'_> {
         let Some(option) = word.strip_prefix(PREFIX) else {
             continue;
         };
-        let understood = match option.split_once('=') {
+        let known = match option.split_once('=') {
             Some(("exit", value)) => parse_exit(value).map(|exit| options.exit = Some(exit)),
             Some(("selftest", value)) => {
                 parse_selftest(value).map(|test| options.selftest = Some(test))
             }
             _ => None,
         };
-        if understood.is_none() && options.first_unknown.is_none() {
+        if known.is_none() && options.first_unknown.is_none() {
             options.first_unknown = Some(word);
         }
     }

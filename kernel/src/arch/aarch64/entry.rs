@@ -15,7 +15,11 @@ use core::arch::global_asm;
 use core::mem::offset_of;
 
 use aarch64_cpu::registers::{HCR_EL2, SCTLR_EL2};
-use tock_registers_shim::field_values;
+
+/// The raw value of a sum of `aarch64-cpu` register field settings, for constants.
+macro_rules! field_values {
+    ($($field:expr),+ $(,)?) => { 0 $(| $field.value)+ };
+}
 
 /// Stack bytes per CPU.
 pub const STACK_SIZE: usize = 64 * 1024;
@@ -67,15 +71,6 @@ pub(super) fn secondary_entry_address() -> u64 {
         fn secondary_entry();
     }
     secondary_entry as *const () as u64
-}
-
-mod tock_registers_shim {
-    //! `FieldValue::value` of a sum of fields, as a constant for the assembly.
-    /// Adds up the raw values of register field settings.
-    macro_rules! field_values {
-        ($($field:expr),+ $(,)?) => { 0 $(| $field.value)+ };
-    }
-    pub(crate) use field_values;
 }
 
 /// `CPTR_EL2.TFP`, bit 10: trap FP/SIMD (aarch64-cpu does not model it).
