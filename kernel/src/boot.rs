@@ -8,6 +8,7 @@ use transom_vmm_core::verdict::Verdict;
 use crate::arch::memory::{self, ImageLayout};
 use crate::arch::mmu::{self, MemoryPlan, MmuRegisters};
 use crate::arch::vectors::{TrapFrame, VectorKind};
+use crate::board_table::{self, DeviceWindows};
 use crate::log::ConsoleCell;
 use crate::{Board, arch, exit, heap, smp};
 use transom_vmm_core::firmware_tree::{FirmwareTree, Ranges, TreeError};
@@ -20,6 +21,9 @@ struct EarlyBoot {
     tree: Result<FirmwareTree<'static>, TreeError>,
     options: BootOptions<'static>,
     ram: Ranges,
+    firmware_ram: Ranges,
+    devices: DeviceWindows,
+    devices_overflowed: bool,
     heap: PhysRange,
     heap_in_ram: bool,
     image: ImageLayout,
@@ -28,7 +32,7 @@ struct EarlyBoot {
 /// The boot CPU's Rust entry: called by the assembly with the MMU off.
 pub fn primary_main<B: Board>(device_tree: usize, console: &'static ConsoleCell<B::Console>) -> ! {
     let early = prepare_memory::<B>(device_tree);
-    let (mmu, table_pages) = enable_mmu(&early, B::DESC.device_memory);
+    let (mmu, table_pages) = enable_mmu(&early);
     console.install(B::console());
 
     log_banner::<B>();
@@ -47,8 +51,13 @@ pub fn primary_main<B: Board>(device_tree: usize, console: &'static ConsoleCell<
             early.heap
         );
     }
-    heap::init(B::DESC.heap_size);
+    check_hypervisor_memory::<B>(&early);
+    heap::init(B::DESC.hypervisor.heap_size);
     log_firmware(tree, &options);
+    board_table::log_partitions(&B::DESC);
+    if board_table::cross_check(&B::DESC, tree, &early.firmware_ram) != Verdict::Pass {
+        exit::end_run(Verdict::BoardMismatch);
+    }
 
     let online = start_cpus(tree, B::DESC.secondary_boot, &mmu);
     run_selftest(options.selftest);
@@ -59,14 +68,17 @@ pub fn primary_main<B: Board>(device_tree: usize, console: &'static ConsoleCell<
 fn prepare_memory<B: Board>(device_tree: usize) -> EarlyBoot {
     let tree = FirmwareTree::parse(device_tree, memory::device_tree_blob(device_tree));
     let image = memory::image_layout();
-    let heap = memory::heap_range(B::DESC.heap_size);
+    let heap = memory::heap_range(B::DESC.hypervisor.heap_size);
+    let (devices, devices_overflowed) = board_table::el2_device_windows(&B::DESC);
     let mut ram = Ranges::new();
+    let mut firmware_ram = Ranges::new();
     let mut options = BootOptions::default();
     if let Ok(tree) = &tree {
         options = bootargs::parse(tree.bootargs().unwrap_or_default());
         exit::set_method(choose_exit_method(&options, tree));
-        if let Ok(firmware_ram) = tree.memory() {
-            ram = usable_ram(B::DESC.ram, &firmware_ram);
+        if let Ok(reported) = tree.memory() {
+            ram = usable_ram(B::DESC.ram, &reported);
+            firmware_ram = reported;
         }
     }
     let heap_in_ram = ram
@@ -76,6 +88,9 @@ fn prepare_memory<B: Board>(device_tree: usize) -> EarlyBoot {
         tree,
         options,
         ram,
+        firmware_ram,
+        devices,
+        devices_overflowed,
         heap,
         heap_in_ram,
         image,
@@ -110,9 +125,29 @@ fn choose_exit_method(options: &BootOptions<'_>, tree: &FirmwareTree<'_>) -> Exi
     }
 }
 
+/// Panics unless the image and heap lie in the table's hypervisor memory (which no
+/// guest RAM overlaps) and EL2 could map every device page it needs.
+fn check_hypervisor_memory<B: Board>(early: &EarlyBoot) {
+    let reserved = B::DESC.hypervisor.memory;
+    let image = early.image.whole();
+    if !reserved.covers(&image) || !reserved.covers(&early.heap) {
+        panic!(
+            "the image {} and heap {} do not fit in the board's hypervisor memory {}",
+            image, early.heap, reserved
+        );
+    }
+    if early.devices_overflowed {
+        panic!(
+            "the board needs more than {} EL2 device windows",
+            board_table::MAX_EL2_DEVICE_WINDOWS
+        );
+    }
+}
+
 /// Builds and turns on the EL2 tables; returns the registers (for the secondaries)
 /// and the table pages used.
-fn enable_mmu(early: &EarlyBoot, devices: &[PhysRange]) -> (MmuRegisters, usize) {
+fn enable_mmu(early: &EarlyBoot) -> (MmuRegisters, usize) {
+    let devices = &early.devices;
     // Without a usable tree only the image and heap are mapped: enough to log why.
     let ram: &[PhysRange] = if early.heap_in_ram { &early.ram } else { &[] };
     let plan = MemoryPlan {

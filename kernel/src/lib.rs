@@ -12,6 +12,7 @@ extern crate alloc;
 
 #[allow(unsafe_code)]
 pub mod arch;
+mod board_table;
 pub mod boot;
 mod exit;
 mod heap;

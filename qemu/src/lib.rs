@@ -150,6 +150,11 @@ impl Machine {
             "-serial",
             "chardev:console",
         ]);
+        if matches!(self, Machine::Virt { .. }) {
+            // A second `-serial` makes `virt` create UART1 (0x0904_0000), a PL011 the
+            // board table grants to a guest.
+            push(&["-serial", "null"]);
+        }
         push(&["-semihosting-config", "enable=on,target=native"]);
         push(&["-kernel", &run.image.display().to_string()]);
         if let Some(tree) = &run.device_tree {

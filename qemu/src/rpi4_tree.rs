@@ -2,7 +2,8 @@
 //!
 //! A subset of the Pi 4 firmware's tree (`bcm2711-rpi-4-b.dts` as the firmware
 //! patches it at boot), with the nodes the hypervisor reads: RAM as a 2 GiB Pi 4
-//! reports it, the spin-table CPUs, the UARTs and the GIC-400. QEMU adds
+//! reports it (QEMU replaces it with what it models), the spin-table CPUs, every
+//! device the board table lists and the GIC-400. QEMU adds
 //! `/chosen/bootargs` from `-append`. Generated rather than taken from Debian's
 //! kernel package so that booting the hypervisor needs no download.
 
@@ -19,6 +20,88 @@ pub const SPIN_TABLE_BASE: u64 = 0xd8;
 pub const FIRMWARE_PAGE: (u64, u64) = (0x0, 0x1000);
 /// CPUs of the BCM2711.
 pub const CPUS: u32 = 4;
+
+/// A device node under `/soc`: VPU bus address and size, as `bcm2711.dtsi` and
+/// `bcm283x.dtsi` give them.
+struct SocDevice {
+    name: &'static str,
+    compatible: &'static [&'static str],
+    bus_address: u32,
+    size: u32,
+}
+
+const fn soc(
+    name: &'static str,
+    compatible: &'static [&'static str],
+    bus_address: u32,
+    size: u32,
+) -> SocDevice {
+    SocDevice {
+        name,
+        compatible,
+        bus_address,
+        size,
+    }
+}
+
+const PL011: &[&str] = &["arm,pl011", "arm,primecell"];
+const SPI: &[&str] = &["brcm,bcm2835-spi"];
+const I2C: &[&str] = &["brcm,bcm2835-i2c"];
+const AUX_SPI: &[&str] = &["brcm,bcm2835-aux-spi"];
+
+/// The memory-mapped devices of the Pi 4 tree that the board table lists.
+const SOC_DEVICES: &[SocDevice] = &[
+    soc(
+        "timer@7e003000",
+        &["brcm,bcm2835-system-timer"],
+        0x7e00_3000,
+        0x1000,
+    ),
+    soc(
+        "mailbox@7e00b880",
+        &["brcm,bcm2835-mbox"],
+        0x7e00_b880,
+        0x40,
+    ),
+    soc(
+        "watchdog@7e100000",
+        &["brcm,bcm2835-pm"],
+        0x7e10_0000,
+        0x114,
+    ),
+    soc("gpio@7e200000", &["brcm,bcm2711-gpio"], 0x7e20_0000, 0xf4),
+    soc("serial@7e201000", PL011, 0x7e20_1000, 0x200),
+    soc("serial@7e201400", PL011, 0x7e20_1400, 0x200),
+    soc("serial@7e201600", PL011, 0x7e20_1600, 0x200),
+    soc("serial@7e201800", PL011, 0x7e20_1800, 0x200),
+    soc("serial@7e201a00", PL011, 0x7e20_1a00, 0x200),
+    soc("spi@7e204000", SPI, 0x7e20_4000, 0x200),
+    soc("spi@7e204600", SPI, 0x7e20_4600, 0x200),
+    soc("spi@7e204800", SPI, 0x7e20_4800, 0x200),
+    soc("spi@7e204a00", SPI, 0x7e20_4a00, 0x200),
+    soc("spi@7e204c00", SPI, 0x7e20_4c00, 0x200),
+    soc("i2c@7e205000", I2C, 0x7e20_5000, 0x200),
+    soc("i2c@7e205600", I2C, 0x7e20_5600, 0x200),
+    soc("i2c@7e205800", I2C, 0x7e20_5800, 0x200),
+    soc("i2c@7e205a00", I2C, 0x7e20_5a00, 0x200),
+    soc("i2c@7e205c00", I2C, 0x7e20_5c00, 0x200),
+    soc("aux@7e215000", &["brcm,bcm2835-aux"], 0x7e21_5000, 0x8),
+    soc(
+        "serial@7e215040",
+        &["brcm,bcm2835-aux-uart"],
+        0x7e21_5040,
+        0x40,
+    ),
+    soc("spi@7e215080", AUX_SPI, 0x7e21_5080, 0x40),
+    soc("spi@7e2150c0", AUX_SPI, 0x7e21_50c0, 0x40),
+    soc("mmc@7e340000", &["brcm,bcm2711-emmc2"], 0x7e34_0000, 0x100),
+    soc(
+        "local_intc@40000000",
+        &["brcm,bcm2836-l1-intc"],
+        0x4000_0000,
+        0x100,
+    ),
+];
 
 /// Builds the tree as a flattened device tree blob.
 pub fn build() -> Result<Vec<u8>, vm_fdt::Error> {
@@ -99,18 +182,18 @@ fn create_soc_node(fdt: &mut FdtWriter) -> Result<(), vm_fdt::Error> {
         ],
     )?;
 
-    let uart0 = fdt.begin_node("serial@7e201000")?;
-    fdt.property_string_list(
-        "compatible",
-        vec!["arm,pl011".into(), "arm,primecell".into()],
-    )?;
-    fdt.property_array_u32("reg", &[0x7e20_1000, 0x200])?;
-    fdt.end_node(uart0)?;
-
-    let mini_uart = fdt.begin_node("serial@7e215040")?;
-    fdt.property_string("compatible", "brcm,bcm2835-aux-uart")?;
-    fdt.property_array_u32("reg", &[0x7e21_5040, 0x40])?;
-    fdt.end_node(mini_uart)?;
+    for node in SOC_DEVICES {
+        let device = fdt.begin_node(node.name)?;
+        fdt.property_string_list(
+            "compatible",
+            node.compatible
+                .iter()
+                .map(|name| name.to_string())
+                .collect(),
+        )?;
+        fdt.property_array_u32("reg", &[node.bus_address, node.size])?;
+        fdt.end_node(device)?;
+    }
 
     let gic = fdt.begin_node("interrupt-controller@40041000")?;
     fdt.property_string("compatible", "arm,gic-400")?;

@@ -165,6 +165,110 @@ impl<'a> FirmwareTree<'a> {
     }
 }
 
+impl FirmwareTree<'_> {
+    /// Whether some node decodes `address`: a `reg` entry holds it, or a window
+    /// (`ranges`) of a bus node that is itself a device holds it. A bus counts as a
+    /// device when it has a `reg` (a PCIe host bridge: its `ranges` are its MMIO
+    /// windows) or no children (QEMU's platform bus, filled at run time); a plain
+    /// translating bus (the Pi's `/soc`) does not, or every address in it would
+    /// count. Addresses are translated to CPU physical addresses through every
+    /// enclosing bus's `ranges`; nodes under a bus without `ranges` (I2C, SPI
+    /// devices) are not memory-mapped and are skipped.
+    pub fn decodes(&self, address: u64) -> Result<bool, TreeError> {
+        let root = self.node("/")?.ok_or(TreeError::Malformed)?;
+        let identity = BusTranslation::Identity;
+        decodes_below(&root, &[identity], address, 0)
+    }
+}
+
+/// How deep [`FirmwareTree::decodes`] looks; real trees nest buses 3 or 4 deep.
+const MAX_BUS_DEPTH: usize = 8;
+
+/// How one bus level maps its children's addresses to its own parent's.
+#[derive(Clone, Copy)]
+enum BusTranslation<'a> {
+    /// An empty `ranges`: the same addresses.
+    Identity,
+    /// A `ranges` list.
+    Windows(fdt::properties::ranges::Ranges<'a>),
+}
+
+/// Translates `address` of a node's child up through `levels` (innermost last) to
+/// a CPU physical address.
+fn translate(levels: &[BusTranslation<'_>], address: u64) -> Option<u64> {
+    let mut address = address;
+    for level in levels.iter().rev() {
+        let BusTranslation::Windows(ranges) = level else {
+            continue;
+        };
+        let window = ranges.iter::<u128, u64, u64>().flatten().find(|window| {
+            let child = window.child_bus_address;
+            child <= u128::from(address) && u128::from(address) < child + u128::from(window.len)
+        })?;
+        let offset = u128::from(address) - window.child_bus_address;
+        address = window.parent_bus_address.checked_add(offset as u64)?;
+    }
+    Some(address)
+}
+
+fn decodes_below(
+    node: &TreeNode<'_>,
+    levels: &[BusTranslation<'_>],
+    address: u64,
+    depth: usize,
+) -> Result<bool, TreeError> {
+    if depth >= MAX_BUS_DEPTH {
+        return Ok(false);
+    }
+    for child in node.children()?.iter() {
+        let child = child?;
+        if let Some(reg) = child.reg()? {
+            for entry in reg.iter::<u64, u64>().flatten() {
+                let Some(start) = translate(levels, entry.address) else {
+                    continue;
+                };
+                if start <= address && address - start < entry.len {
+                    return Ok(true);
+                }
+            }
+        }
+        let Some(ranges) = child.raw_property("ranges")? else {
+            continue;
+        };
+        let translation = if ranges.value.is_empty() {
+            BusTranslation::Identity
+        } else {
+            let Some(windows) = child.ranges()? else {
+                continue;
+            };
+            let is_device = child.reg()?.is_some() || child.children()?.iter().next().is_none();
+            let decoding_windows = windows.iter::<u128, u64, u64>().flatten();
+            for window in decoding_windows.filter(|_| is_device) {
+                let Some(start) = translate(levels, window.parent_bus_address) else {
+                    continue;
+                };
+                if start <= address && address - start < window.len {
+                    return Ok(true);
+                }
+            }
+            BusTranslation::Windows(windows)
+        };
+        let mut inner: heapless::Vec<BusTranslation<'_>, MAX_BUS_DEPTH> = heapless::Vec::new();
+        inner
+            .extend_from_slice(levels)
+            .map_err(|_| TreeError::TooMany {
+                what: "nested buses",
+            })?;
+        inner.push(translation).map_err(|_| TreeError::TooMany {
+            what: "nested buses",
+        })?;
+        if decodes_below(&child, &inner, address, depth + 1)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 fn is_memory_node(node: &TreeNode<'_>) -> Result<bool, TreeError> {
     if string_property(node, "device_type")? == Some("memory") {
         return Ok(true);
@@ -200,6 +304,68 @@ mod tests {
     use super::*;
     use std::vec::Vec;
     use vm_fdt::FdtWriter;
+
+    /// A Pi-like `/soc` bus (VPU bus addresses translated by `ranges`) with a
+    /// UART, an I2C bus without `ranges` and a PCIe-like bridge with a `reg` and an
+    /// MMIO window.
+    fn bus_tree() -> Vec<u8> {
+        let mut fdt = FdtWriter::new().expect("writer");
+        let root = fdt.begin_node("").expect("root");
+        fdt.property_u32("#address-cells", 2).expect("prop");
+        fdt.property_u32("#size-cells", 1).expect("prop");
+        let soc = fdt.begin_node("soc").expect("node");
+        fdt.property_u32("#address-cells", 1).expect("prop");
+        fdt.property_u32("#size-cells", 1).expect("prop");
+        fdt.property_array_u32("ranges", &[0x7e00_0000, 0x0, 0xfe00_0000, 0x0180_0000])
+            .expect("prop");
+        let uart = fdt.begin_node("serial@7e201000").expect("node");
+        fdt.property_array_u32("reg", &[0x7e20_1000, 0x200])
+            .expect("prop");
+        fdt.end_node(uart).expect("end");
+        let i2c = fdt.begin_node("i2c@7e205000").expect("node");
+        fdt.property_array_u32("reg", &[0x7e20_5000, 0x200])
+            .expect("prop");
+        fdt.property_u32("#address-cells", 1).expect("prop");
+        fdt.property_u32("#size-cells", 0).expect("prop");
+        let eeprom = fdt.begin_node("eeprom@50").expect("node");
+        fdt.property_u32("reg", 0x50).expect("prop");
+        fdt.end_node(eeprom).expect("end");
+        fdt.end_node(i2c).expect("end");
+        fdt.end_node(soc).expect("end");
+        let pcie = fdt.begin_node("pcie@10000000").expect("node");
+        fdt.property_u32("#address-cells", 3).expect("prop");
+        fdt.property_u32("#size-cells", 2).expect("prop");
+        fdt.property_array_u32("reg", &[0x40, 0x1000_0000, 0x1000_0000])
+            .expect("prop");
+        // One 32-bit MMIO window: PCI 0x1000_0000 -> CPU 0x1000_0000, 0x2eff_0000 bytes.
+        fdt.property_array_u32(
+            "ranges",
+            &[0x0200_0000, 0, 0x1000_0000, 0, 0x1000_0000, 0, 0x2eff_0000],
+        )
+        .expect("prop");
+        fdt.end_node(pcie).expect("end");
+        fdt.end_node(root).expect("end");
+        fdt.finish().expect("finish")
+    }
+
+    #[test]
+    fn devices_are_found_at_their_translated_addresses() {
+        let blob = bus_tree();
+        let tree = FirmwareTree::parse(0x1000, Some(&blob)).expect("parses");
+        // 0x7e20_1000 on the VPU bus is 0xfe20_1000 for the CPU.
+        assert_eq!(tree.decodes(0xfe20_1000), Ok(true));
+        assert_eq!(tree.decodes(0xfe20_11ff), Ok(true));
+        assert_eq!(tree.decodes(0xfe20_1200), Ok(false));
+        assert_eq!(tree.decodes(0x7e20_1000), Ok(false));
+        // The translating bus's window is not a device: an empty slot in it is absent.
+        assert_eq!(tree.decodes(0xfe30_0000), Ok(false));
+        // I2C addresses are not memory addresses.
+        assert_eq!(tree.decodes(0x50), Ok(false));
+        // The host bridge decodes its ECAM (`reg`) and its MMIO window (`ranges`).
+        assert_eq!(tree.decodes(0x40_1000_0000), Ok(true));
+        assert_eq!(tree.decodes(0x3eff_0000 - 1), Ok(true));
+        assert_eq!(tree.decodes(0x3eff_0000), Ok(false));
+    }
 
     /// A QEMU-`virt`-like tree: two memory banks, PSCI CPUs, bootargs, an initrd.
     fn sample_tree() -> Vec<u8> {

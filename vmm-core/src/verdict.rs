@@ -19,15 +19,19 @@ pub enum Verdict {
     Panic = 11,
     /// The hypervisor took an exception it does not handle.
     UnexpectedException = 12,
+    /// The board table claims RAM the firmware's device tree does not have: the
+    /// image was built for another machine (or another memory size).
+    BoardMismatch = 13,
 }
 
 impl Verdict {
     /// Every verdict, in code order.
-    pub const ALL: [Verdict; 4] = [
+    pub const ALL: [Verdict; 5] = [
         Verdict::Pass,
         Verdict::TestFailure,
         Verdict::Panic,
         Verdict::UnexpectedException,
+        Verdict::BoardMismatch,
     ];
 
     /// The process exit code QEMU reports for this verdict.
@@ -50,6 +54,7 @@ impl fmt::Display for Verdict {
             Verdict::TestFailure => "test failure",
             Verdict::Panic => "panic",
             Verdict::UnexpectedException => "unexpected exception",
+            Verdict::BoardMismatch => "board table does not match the machine",
         };
         f.write_str(text)
     }

@@ -1,0 +1,234 @@
+//! The board table of QEMU `virt` (`-machine virt,virtualization=on`).
+//!
+//! ```text
+//! 0x00_0000_0000 +---------------------------------+
+//!                | flash0, flash1 (CFI)            |
+//! 0x00_0800_0000 +---------------------------------+
+//!                | GICD | GICC | v2m | GICH | GICV  |  GICv2 frames, 64 KiB each
+//!                | ITS (v3) | GICR (v3) ...         |
+//! 0x00_0900_0000 | PL011 UART0 (hypervisor console)|
+//!                | RTC | fw_cfg | GPIO | PL011 UART1|
+//! 0x00_0a00_0000 | 32 virtio-mmio, 0x200 apart     |  8 transports per 4 KiB page
+//! 0x00_0c00_0000 | platform bus                    |
+//! 0x00_1000_0000 | PCIe MMIO, PIO                  |
+//! 0x00_4000_0000 +---------------------------------+ RAM
+//!                | 0x4000_0000 hypervisor (128 MiB)|
+//!                | 0x4800_0000 QEMU's handoff      |  initrd and DTB of -kernel boots
+//!                | 0x5000_0000 linux-a (256 MiB)   |
+//!                | 0x6000_0000 linux-b (256 MiB)   |
+//! 0x40_1000_0000 | PCIe ECAM                       |
+//! 0x80_0000_0000 | PCIe high MMIO                  |
+//! ```
+//!
+//! Addresses and interrupts from QEMU 10.0's `hw/arm/virt.c` (`base_memmap`,
+//! `extended_memmap`, `a15irqmap`), checked against the device tree QEMU generates
+//! (`-machine virt,virtualization=on,dumpdtb=virt.dtb`, with `gic-version=2` and
+//! `3`). UART1 exists when QEMU is given a second `-serial`.
+
+#![no_std]
+#![forbid(unsafe_code)]
+
+mod layout;
+
+pub use layout::LOAD_ADDRESS;
+use transom_boards::{
+    Board, Console, DeviceKind, Grant, Granule, Hypervisor, IntId, Partition, PhysRange, Region,
+    Reserved, ReservedReason, SecondaryBoot, UartKind, check_board,
+};
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+const GIB: u64 = 1024 * MIB;
+
+/// `VIRT_MEM`: RAM starts at 1 GiB; `virt` allows up to 255 GiB below the high
+/// PCIe ECAM.
+pub const RAM: PhysRange = PhysRange::new(0x4000_0000, 255 * GIB);
+
+/// The hypervisor: image at `LOAD_ADDRESS`, then stacks, tables and heap.
+pub const HYPERVISOR_MEMORY: PhysRange = PhysRange::new(0x4000_0000, 128 * MIB);
+
+/// Where QEMU puts what it loads for a `-kernel` boot besides the kernel
+/// (`hw/arm/boot.c`: the initrd at `loader_start + min(ram_size / 2, 128 MiB)`, the
+/// DTB after it): 128 MiB from 0x4800_0000 for RAM sizes of 256 MiB and more.
+pub const BOOT_HANDOFF: PhysRange = PhysRange::new(0x4800_0000, 128 * MIB);
+
+/// UART0's `apb-pclk` in QEMU's generated device tree.
+pub const PL011_CLOCK_HZ: u32 = 24_000_000;
+
+/// The transports' names, as QEMU's device tree names their nodes.
+const VIRTIO_NAMES: [&str; VIRTIO_TRANSPORTS] = [
+    "virtio_mmio@a000000",
+    "virtio_mmio@a000200",
+    "virtio_mmio@a000400",
+    "virtio_mmio@a000600",
+    "virtio_mmio@a000800",
+    "virtio_mmio@a000a00",
+    "virtio_mmio@a000c00",
+    "virtio_mmio@a000e00",
+    "virtio_mmio@a001000",
+    "virtio_mmio@a001200",
+    "virtio_mmio@a001400",
+    "virtio_mmio@a001600",
+    "virtio_mmio@a001800",
+    "virtio_mmio@a001a00",
+    "virtio_mmio@a001c00",
+    "virtio_mmio@a001e00",
+    "virtio_mmio@a002000",
+    "virtio_mmio@a002200",
+    "virtio_mmio@a002400",
+    "virtio_mmio@a002600",
+    "virtio_mmio@a002800",
+    "virtio_mmio@a002a00",
+    "virtio_mmio@a002c00",
+    "virtio_mmio@a002e00",
+    "virtio_mmio@a003000",
+    "virtio_mmio@a003200",
+    "virtio_mmio@a003400",
+    "virtio_mmio@a003600",
+    "virtio_mmio@a003800",
+    "virtio_mmio@a003a00",
+    "virtio_mmio@a003c00",
+    "virtio_mmio@a003e00",
+];
+
+/// `VIRT_MMIO`: 32 transports of 0x200 bytes from 0x0a00_0000, SPIs 16..48.
+const VIRTIO_TRANSPORTS: usize = 32;
+const VIRTIO_BASE: u64 = 0x0a00_0000;
+const VIRTIO_SIZE: u64 = 0x200;
+const VIRTIO_FIRST_SPI: u32 = 16;
+
+/// Transport `index`.
+const fn virtio(index: usize) -> Region {
+    let base = VIRTIO_BASE + index as u64 * VIRTIO_SIZE;
+    Region::new(
+        VIRTIO_NAMES[index],
+        base,
+        VIRTIO_SIZE,
+        DeviceKind::VirtioMmio,
+    )
+    .with_interrupts(&[IntId::spi(VIRTIO_FIRST_SPI + index as u32)])
+}
+
+/// The name of transport `index`.
+pub const fn virtio_name(index: usize) -> &'static str {
+    VIRTIO_NAMES[index]
+}
+
+/// Fixed devices first, then the transports.
+const FIXED_DEVICES: usize = 19;
+
+const fn devices() -> [Region; FIXED_DEVICES + VIRTIO_TRANSPORTS] {
+    let fixed = [
+        // VIRT_FLASH: two 64 MiB CFI banks.
+        Region::new("flash0", 0x0000_0000, 64 * MIB, DeviceKind::Other),
+        Region::new("flash1", 0x0400_0000, 64 * MIB, DeviceKind::Other),
+        // VIRT_GIC_DIST, VIRT_GIC_CPU, VIRT_GIC_V2M, VIRT_GIC_HYP, VIRT_GIC_VCPU.
+        Region::new("gicd", 0x0800_0000, 64 * KIB, DeviceKind::GicDistributor),
+        Region::new("gicc", 0x0801_0000, 64 * KIB, DeviceKind::GicCpuInterface),
+        Region::new("gic-v2m", 0x0802_0000, 4 * KIB, DeviceKind::GicMsiFrame),
+        Region::new("gich", 0x0803_0000, 64 * KIB, DeviceKind::GicHypervisor),
+        Region::new("gicv", 0x0804_0000, 64 * KIB, DeviceKind::GicVirtualCpu),
+        // VIRT_GIC_ITS, VIRT_GIC_REDIST (room for 123 redistributors).
+        Region::new("gic-its", 0x0808_0000, 128 * KIB, DeviceKind::GicMsiFrame),
+        Region::new(
+            "gicr",
+            0x080a_0000,
+            0x00f6_0000,
+            DeviceKind::GicRedistributor,
+        ),
+        // VIRT_UART0, VIRT_RTC, VIRT_FW_CFG, VIRT_GPIO, VIRT_UART1.
+        Region::new("uart0", 0x0900_0000, 4 * KIB, DeviceKind::Pl011)
+            .with_interrupts(&[IntId::spi(1)]),
+        Region::new("rtc", 0x0901_0000, 4 * KIB, DeviceKind::Other)
+            .with_interrupts(&[IntId::spi(2)]),
+        Region::new("fw-cfg", 0x0902_0000, 0x18, DeviceKind::Other),
+        Region::new("gpio", 0x0903_0000, 4 * KIB, DeviceKind::Other)
+            .with_interrupts(&[IntId::spi(7)]),
+        Region::new("uart1", 0x0904_0000, 4 * KIB, DeviceKind::Pl011)
+            .with_interrupts(&[IntId::spi(8)]),
+        // VIRT_PLATFORM_BUS, VIRT_PCIE_MMIO, VIRT_PCIE_PIO, VIRT_HIGH_PCIE_ECAM.
+        Region::new("platform-bus", 0x0c00_0000, 32 * MIB, DeviceKind::Other),
+        Region::new("pcie-mmio", 0x1000_0000, 0x2eff_0000, DeviceKind::Other),
+        Region::new("pcie-pio", 0x3eff_0000, 64 * KIB, DeviceKind::Other),
+        Region::new("pcie-ecam", 0x40_1000_0000, 256 * MIB, DeviceKind::Other),
+        // VIRT_HIGH_PCIE_MMIO.
+        Region::new(
+            "pcie-mmio-high",
+            0x80_0000_0000,
+            512 * GIB,
+            DeviceKind::Other,
+        ),
+    ];
+    let mut all = [fixed[0]; FIXED_DEVICES + VIRTIO_TRANSPORTS];
+    let mut index = 0;
+    while index < FIXED_DEVICES {
+        all[index] = fixed[index];
+        index += 1;
+    }
+    while index < FIXED_DEVICES + VIRTIO_TRANSPORTS {
+        all[index] = virtio(index - FIXED_DEVICES);
+        index += 1;
+    }
+    all
+}
+
+const DEVICES: [Region; FIXED_DEVICES + VIRTIO_TRANSPORTS] = devices();
+
+/// QEMU `virt`, with two demo partitions whose virtio transports share the page
+/// 0x0a00_3000 (so both are trapped) and one directly mapped device each.
+pub const BOARD: Board = Board {
+    name: "qemu-virt",
+    granule: Granule::Size4KiB,
+    load_address: LOAD_ADDRESS,
+    max_cpus: 8,
+    secondary_boot: SecondaryBoot::Psci,
+    hypervisor: Hypervisor {
+        console: Console {
+            device: "uart0",
+            uart: UartKind::Pl011 {
+                clock_hz: PL011_CLOCK_HZ,
+            },
+            baud: 115_200,
+        },
+        memory: HYPERVISOR_MEMORY,
+        heap_size: 16 * MIB as usize,
+    },
+    ram: &[RAM],
+    reserved: &[
+        Reserved {
+            name: "qemu-boot-handoff",
+            range: BOOT_HANDOFF,
+            reason: ReservedReason::Firmware,
+        },
+        // GICv2m MSI_SETSPI_NS (offset 0x40) and GICv3 GITS_TRANSLATER (translation
+        // frame at +64 KiB, offset 0x40): writes there raise interrupts.
+        Reserved {
+            name: "v2m-doorbell",
+            range: PhysRange::new(0x0802_0040, 4),
+            reason: ReservedReason::MsiDoorbell,
+        },
+        Reserved {
+            name: "its-doorbell",
+            range: PhysRange::new(0x0809_0040, 4),
+            reason: ReservedReason::MsiDoorbell,
+        },
+    ],
+    devices: &DEVICES,
+    unused: &[],
+    partitions: &[
+        Partition {
+            name: "linux-a",
+            cpus: &[1],
+            ram: &[PhysRange::new(0x5000_0000, 256 * MIB)],
+            grants: &[Grant::auto(virtio_name(31)), Grant::direct("uart1")],
+        },
+        Partition {
+            name: "linux-b",
+            cpus: &[2],
+            ram: &[PhysRange::new(0x6000_0000, 256 * MIB)],
+            grants: &[Grant::auto(virtio_name(30)), Grant::auto("rtc")],
+        },
+    ],
+};
+
+check_board!(BOARD);
