@@ -19,6 +19,10 @@ pub const BARE_METAL_PACKAGES: [&str; 6] = [
     "transom-boards",
 ];
 
+/// Board crates: their tables (the library) build and are tested on the host, their
+/// images (the binary) only for the bare-metal target.
+pub const BOARD_PACKAGES: [&str; 2] = ["transom-board-qemu-virt", "transom-board-rpi4"];
+
 /// Formatting, lints on the host and the bare-metal target, docs, every test.
 pub fn run() -> Result<()> {
     prereq::ensure_rust_targets()?;
@@ -35,6 +39,12 @@ pub fn run() -> Result<()> {
 
     step("clippy, host");
     cmd!(sh, "cargo clippy --all-targets -- -D warnings").run()?;
+    let board_tables = board_package_args();
+    cmd!(
+        sh,
+        "cargo clippy --lib --tests {board_tables...} -- -D warnings"
+    )
+    .run()?;
 
     step("clippy, aarch64-unknown-none");
     let clippy_packages = packages.clone();
@@ -64,26 +74,52 @@ pub fn run() -> Result<()> {
 pub fn test() -> Result<()> {
     prereq::ensure_rust_targets()?;
     prereq::ensure_qemu()?;
+    let mut totals = TestTotals::default();
+    let workspace = run_tests(&[], &mut totals);
+    let board_tables = board_package_args();
+    let mut lib_args = vec!["--lib".to_string()];
+    lib_args.extend(board_tables);
+    let tables = run_tests(&lib_args, &mut totals);
+    println!(
+        "\ntests: {} passed, {} failed",
+        totals.passed, totals.failed
+    );
+    workspace?;
+    tables?;
+    ensure!(totals.passed > 0, "cargo test ran no test");
+    Ok(())
+}
+
+/// `-p <crate>` for each board crate.
+fn board_package_args() -> Vec<String> {
+    BOARD_PACKAGES
+        .iter()
+        .flat_map(|package| ["-p".to_string(), package.to_string()])
+        .collect()
+}
+
+/// Runs `cargo test ARGS`, echoing its output and adding its result lines to
+/// `totals`.
+fn run_tests(args: &[String], totals: &mut TestTotals) -> Result<()> {
     let mut child = Command::new(env!("CARGO"))
         .arg("test")
+        .args(args)
         .current_dir(workspace_root())
         .stdout(Stdio::piped())
         .spawn()
         .context("starting cargo test")?;
     let stdout = child.stdout.take().expect("stdout is piped");
-    let mut totals = TestTotals::default();
     for line in BufReader::new(stdout).lines() {
         let line = line?;
         println!("{line}");
         totals.add_result_line(&line);
     }
     let status = child.wait()?;
-    println!(
-        "\ntests: {} passed, {} failed",
-        totals.passed, totals.failed
+    ensure!(
+        status.success(),
+        "cargo test {} failed ({status})",
+        args.join(" ")
     );
-    ensure!(status.success(), "cargo test failed ({status})");
-    ensure!(totals.passed > 0, "cargo test ran no test");
     Ok(())
 }
 

@@ -232,3 +232,121 @@ pub const BOARD: Board = Board {
 };
 
 check_board!(BOARD);
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use std::string::ToString;
+    use std::vec::Vec;
+
+    use transom_boards::{Mapping, Violation, validate};
+
+    use super::*;
+
+    fn mapping_of(board: &Board, partition: &str, device: &str) -> Mapping {
+        let partition = board
+            .partitions
+            .iter()
+            .find(|candidate| candidate.name == partition)
+            .expect("partition exists");
+        let grant = partition
+            .grants
+            .iter()
+            .find(|grant| grant.device == device)
+            .expect("grant exists");
+        board.mapping(partition, grant)
+    }
+
+    #[test]
+    fn the_table_follows_qemus_device_tree() {
+        // `dumpdtb` of QEMU 10.0 `virt`: pl011@9000000 SPI 1, pl011@9040000 SPI 8,
+        // virtio_mmio@a003e00 (the last transport) SPI 47, size 0x200.
+        let uart0 = BOARD.device("uart0").expect("uart0");
+        assert_eq!((uart0.base, uart0.size), (0x0900_0000, 0x1000));
+        assert_eq!(uart0.interrupts.as_slice(), &[IntId::spi(1)]);
+        let uart1 = BOARD.device("uart1").expect("uart1");
+        assert_eq!(uart1.interrupts.as_slice(), &[IntId::spi(8)]);
+        let last = BOARD.device(virtio_name(31)).expect("transport 31");
+        assert_eq!((last.base, last.size), (0x0a00_3e00, 0x200));
+        assert_eq!(last.interrupts.as_slice(), &[IntId::spi(47)]);
+        assert_eq!(BOARD.console_region().name, "uart0");
+    }
+
+    #[test]
+    fn a_pl011_alone_in_its_page_is_direct() {
+        assert_eq!(mapping_of(&BOARD, "linux-a", "uart1"), Mapping::Direct);
+        assert_eq!(mapping_of(&BOARD, "linux-b", "rtc"), Mapping::Direct);
+    }
+
+    /// Transports 30 and 31 share the page 0x0a00_3000 and go to two partitions.
+    #[test]
+    fn transports_sharing_a_page_across_partitions_are_trapped() {
+        let a = mapping_of(&BOARD, "linux-a", virtio_name(31));
+        let b = mapping_of(&BOARD, "linux-b", virtio_name(30));
+        assert_eq!((a, b), (Mapping::Trapped, Mapping::Trapped));
+        let a = BOARD.device(virtio_name(31)).expect("transport 31").range();
+        let b = BOARD.device(virtio_name(30)).expect("transport 30").range();
+        assert_eq!(a.span(BOARD.granule), b.span(BOARD.granule));
+    }
+
+    /// All eight transports of a page to one partition: the page is theirs.
+    #[test]
+    fn a_whole_page_of_transports_maps_directly() {
+        let grants: Vec<Grant> = (24..32)
+            .map(|index| Grant::auto(virtio_name(index)))
+            .collect();
+        let partitions = [Partition {
+            name: "owner",
+            cpus: &[1],
+            ram: const { &[PhysRange::new(0x5000_0000, 256 * MIB)] },
+            grants: grants.leak(),
+        }];
+        let board = Board {
+            partitions: Vec::from(partitions).leak(),
+            ..BOARD
+        };
+        assert_eq!(validate(&board), Ok(()));
+        for index in 24..32 {
+            assert_eq!(
+                mapping_of(&board, "owner", virtio_name(index)),
+                Mapping::Direct
+            );
+        }
+    }
+
+    /// With 64 KiB pages a 4 KiB device no longer fills its page: the forced-direct
+    /// UART1 becomes an error, and as automatic grants everything is trapped.
+    #[test]
+    fn a_64k_granule_traps_more() {
+        let board = Board {
+            granule: Granule::Size64KiB,
+            ..BOARD
+        };
+        let error = validate(&board).expect_err("uart1 cannot be direct with 64 KiB pages");
+        assert!(matches!(
+            error.violation,
+            Violation::DirectSpanNotClean { .. }
+        ));
+        assert!(
+            error.to_string().contains(
+                "grants device `uart1` 0x9040000..0x9041000 directly, but its 64 KiB span 0x9040000..0x9050000"
+            ),
+            "{error}"
+        );
+
+        let auto = [Partition {
+            name: "linux-a",
+            cpus: &[1],
+            ram: const { &[PhysRange::new(0x5000_0000, 256 * MIB)] },
+            grants: const { &[Grant::auto("uart1"), Grant::auto("rtc")] },
+        }];
+        let board = Board {
+            partitions: Vec::from(auto).leak(),
+            ..board
+        };
+        assert_eq!(validate(&board), Ok(()));
+        assert_eq!(mapping_of(&board, "linux-a", "uart1"), Mapping::Trapped);
+        assert_eq!(mapping_of(&board, "linux-a", "rtc"), Mapping::Trapped);
+    }
+}

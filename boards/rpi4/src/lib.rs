@@ -196,3 +196,157 @@ pub const BOARD: Board = Board {
 };
 
 check_board!(BOARD);
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use std::vec::Vec;
+
+    use transom_boards::{Mapping, Violation, validate};
+
+    use super::*;
+
+    fn mapping_of(board: &Board, partition: &str, device: &str) -> Mapping {
+        let partition = board
+            .partitions
+            .iter()
+            .find(|candidate| candidate.name == partition)
+            .expect("partition exists");
+        let grant = partition
+            .grants
+            .iter()
+            .find(|grant| grant.device == device)
+            .expect("grant exists");
+        board.mapping(partition, grant)
+    }
+
+    /// The board with the mini UART as console and `grants` as one partition.
+    fn with_grants(grants: &'static [Grant]) -> Board {
+        let partitions = [Partition {
+            name: "guest",
+            cpus: &[1],
+            ram: const { &[PhysRange::new(0x1000_0000, 256 * MIB)] },
+            grants,
+        }];
+        Board {
+            hypervisor: Hypervisor {
+                console: Console {
+                    device: "mini-uart",
+                    uart: UartKind::MiniUart {
+                        core_clock_hz: 500_000_000,
+                    },
+                    baud: 115_200,
+                },
+                ..BOARD.hypervisor
+            },
+            partitions: Vec::from(partitions).leak(),
+            ..BOARD
+        }
+    }
+
+    /// The mini UART shares its page with AUX, SPI1 and SPI2 (datasheet 2.1.1).
+    #[test]
+    fn the_mini_uart_granted_alone_is_trapped() {
+        assert_eq!(
+            mapping_of(&BOARD, "serial-guest", "mini-uart"),
+            Mapping::Trapped
+        );
+        let mini_uart = BOARD.device("mini-uart").expect("mini UART");
+        assert_eq!(mini_uart.range().offset(BOARD.granule), 0x40);
+    }
+
+    #[test]
+    fn uart2_shares_uart0s_page_and_is_trapped() {
+        assert_eq!(
+            mapping_of(&BOARD, "serial-guest", "uart2"),
+            Mapping::Trapped
+        );
+    }
+
+    /// UART0 without UART2..5 leaves them in its page; even with all five the page
+    /// holds bytes no region describes (0x200..0x400, 0xc00..0x1000), so it stays
+    /// trapped unless the board declares those unused.
+    #[test]
+    fn uart0_without_its_neighbours_is_trapped() {
+        let alone = with_grants(const { &[Grant::auto("uart0")] });
+        assert_eq!(validate(&alone), Ok(()));
+        assert_eq!(mapping_of(&alone, "guest", "uart0"), Mapping::Trapped);
+        let all = with_grants(
+            const {
+                &[
+                    Grant::auto("uart0"),
+                    Grant::auto("uart2"),
+                    Grant::auto("uart3"),
+                    Grant::auto("uart4"),
+                    Grant::auto("uart5"),
+                ]
+            },
+        );
+        assert_eq!(validate(&all), Ok(()));
+        assert_eq!(mapping_of(&all, "guest", "uart0"), Mapping::Trapped);
+    }
+
+    /// The GPIO block is 0xf4 bytes; the board declares the rest of its page unused,
+    /// so it may be forced direct.
+    #[test]
+    fn gpio_maps_directly_over_its_declared_unused_tail() {
+        assert_eq!(mapping_of(&BOARD, "gpio-guest", "gpio"), Mapping::Direct);
+        assert_eq!(
+            mapping_of(&BOARD, "gpio-guest", "system-timer"),
+            Mapping::Direct
+        );
+    }
+
+    /// The mini UART to one guest and SPI1 to another: both raise SPI 93.
+    #[test]
+    fn aux_devices_in_two_partitions_share_an_interrupt() {
+        let partitions = [
+            Partition {
+                name: "serial",
+                cpus: &[1],
+                ram: const { &[PhysRange::new(0x1000_0000, 256 * MIB)] },
+                grants: const { &[Grant::auto("mini-uart")] },
+            },
+            Partition {
+                name: "spi",
+                cpus: &[2],
+                ram: const { &[PhysRange::new(0x2000_0000, 256 * MIB)] },
+                grants: const { &[Grant::auto("spi1")] },
+            },
+        ];
+        let board = Board {
+            partitions: Vec::from(partitions).leak(),
+            ..BOARD
+        };
+        let error = validate(&board).expect_err("SPI 93 in two partitions");
+        assert_eq!(
+            error.violation,
+            Violation::InterruptInTwoPartitions {
+                interrupt: IntId::spi(93),
+                first: "serial",
+                first_device: "mini-uart",
+                second: "spi",
+                second_device: "spi1",
+            }
+        );
+    }
+
+    /// The GIC-400's GICV is 8 KiB at 0xff84_6000 (TRM 3.2): it cannot be mapped
+    /// with 64 KiB pages, so the Pi's table is invalid at that granule.
+    #[test]
+    fn a_64k_granule_cannot_map_the_gic400s_gicv() {
+        let board = Board {
+            granule: Granule::Size64KiB,
+            ..BOARD
+        };
+        let error = validate(&board).expect_err("GICH/GICV are 8 KiB frames");
+        assert!(
+            matches!(
+                error.violation,
+                Violation::GicVirtualizationMisaligned { .. }
+            ),
+            "{error}"
+        );
+    }
+}
