@@ -248,8 +248,8 @@ pub enum Violation {
     },
     /// Rule 15: a grant or the console names no device region.
     UnknownDevice {
-        /// Who names it: a partition, or `console`.
-        named_by: &'static str,
+        /// The partition whose grant names it; `None` for the console.
+        partition: Option<&'static str>,
         /// The name.
         name: &'static str,
     },
@@ -312,10 +312,14 @@ impl fmt::Display for BoardError {
 impl core::error::Error for BoardError {}
 
 const fn write_item(message: &mut Message, item: &Item) {
-    message.text(item.kind.label()).text(" ");
+    message.text(item.kind.label());
     if item.kind.is_named() {
-        message.name(item.name).text(" ");
+        message.text(" ").name(item.name);
     }
+    if matches!(item.kind, ItemKind::Partition) {
+        return;
+    }
+    message.text(" ");
     message.hex(item.base).text("..");
     match item.base.checked_add(item.size) {
         Some(end) => message.hex(end),
@@ -541,10 +545,10 @@ const fn write_violation(message: &mut Message, violation: &Violation) {
             message
                 .text("the name ")
                 .name(first.name)
-                .text(" is used by a ")
-                .text(first.kind.label())
-                .text(" and a ")
-                .text(second.kind.label());
+                .text(" is used twice: by ");
+            write_item(message, first);
+            message.text(" and by ");
+            write_item(message, second);
         }
         Violation::PartitionWithoutCpus { partition } => {
             write_rule(message, 14, "names and partitions");
@@ -560,10 +564,13 @@ const fn write_violation(message: &mut Message, violation: &Violation) {
                 .name(partition)
                 .text(" has no RAM");
         }
-        Violation::UnknownDevice { named_by, name } => {
+        Violation::UnknownDevice { partition, name } => {
             write_rule(message, 15, "device names");
+            match partition {
+                Some(partition) => message.text("partition ").name(partition),
+                None => message.text("the console"),
+            };
             message
-                .name(named_by)
                 .text(" names device ")
                 .name(name)
                 .text(", which the board's device table does not have");
@@ -943,7 +950,7 @@ const fn check_console(board: &Board) -> Option<Violation> {
     let name = board.hypervisor.console.device;
     let Some(region) = board.device(name) else {
         return Some(Violation::UnknownDevice {
-            named_by: "console",
+            partition: None,
             name,
         });
     };
@@ -1090,7 +1097,7 @@ const fn check_grants(board: &Board) -> Option<Violation> {
             let name = partition.grants[grant].device;
             let Some(device) = named_device_item(board, name) else {
                 return Some(Violation::UnknownDevice {
-                    named_by: partition.name,
+                    partition: Some(partition.name),
                     name,
                 });
             };
@@ -1102,7 +1109,7 @@ const fn check_grants(board: &Board) -> Option<Violation> {
             }
             let Some(region) = board.device(name) else {
                 return Some(Violation::UnknownDevice {
-                    named_by: partition.name,
+                    partition: Some(partition.name),
                     name,
                 });
             };

@@ -413,13 +413,13 @@ fn rule_14_names_and_empty_partitions() {
     devices.push(Region::new("uart1", 0x0b00_0000, 0x1000, DeviceKind::Pl011));
     assert_message(
         &with_devices(devices),
-        "rule 14 (names and partitions): the name `uart1` is used by a device and a device",
+        "rule 14 (names and partitions): the name `uart1` is used twice: by device `uart1` 0x9010000..0x9011000 and by device `uart1` 0xb000000..0xb001000",
     );
     let mut partitions = PARTITIONS.to_vec();
     partitions[1].name = "firmware";
     assert_message(
         &with_partitions(partitions),
-        "the name `firmware` is used by a reserved range and a partition",
+        "the name `firmware` is used twice: by reserved range `firmware` 0x44000000..0x44100000 and by partition `firmware`",
     );
     let mut partitions = PARTITIONS.to_vec();
     partitions[1].cpus = &[];
@@ -435,7 +435,7 @@ fn rules_beyond_the_fourteen() {
     partitions[1].grants = leak(vec![Grant::auto("virtio-z")]);
     assert_message(
         &with_partitions(partitions),
-        "rule 15 (device names): `b` names device `virtio-z`, which the board's device table does not have",
+        "rule 15 (device names): partition `b` names device `virtio-z`, which the board's device table does not have",
     );
     let board = Board {
         hypervisor: Hypervisor {
