@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use transom_qemu::{GicVersion, RunConfig};
+use transom_qemu::{GicVersion, Machine, RunConfig};
 use xtask::boards::BoardName;
 use xtask::image::{self, BuiltImage};
 use xtask::run::{self, Echo, Outcome};
@@ -36,13 +36,18 @@ fn built(board: BoardName) -> BuiltImage {
 
 /// Boots `board` with `gic` and `cpus` and the extra hypervisor options `bootargs`.
 pub fn boot(board: BoardName, gic: GicVersion, cpus: Option<u32>, bootargs: &[&str]) -> Outcome {
-    let image = built(board);
     let machine = board.machine(gic, cpus).expect("a valid machine");
+    boot_on(board, &machine, bootargs)
+}
+
+/// Boots `board`'s image on `machine` with the extra hypervisor options `bootargs`.
+pub fn boot_on(board: BoardName, machine: &Machine, bootargs: &[&str]) -> Outcome {
+    let image = built(board);
     let mut config = RunConfig::new(&image.image);
     if machine.needs_device_tree() {
         config.device_tree = Some(image::rpi4_device_tree().expect("raspi4b device tree"));
     }
     config.extra_bootargs = bootargs.iter().map(|arg| arg.to_string()).collect();
     let elf = std::fs::read(&image.elf).expect("the ELF is readable");
-    run::run(&machine, &config, &elf, Some(BOOT_TIMEOUT), Echo::Quiet).expect("QEMU runs")
+    run::run(machine, &config, &elf, Some(BOOT_TIMEOUT), Echo::Quiet).expect("QEMU runs")
 }
