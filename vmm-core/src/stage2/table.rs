@@ -1,0 +1,483 @@
+//! Stage-2 translation tables for any granule: map and unmap ranges with blocks
+//! where alignment allows and pages otherwise, break-before-make on every change of
+//! a live entry, and a software walker.
+//!
+//! `aarch64-paging` (which has stage-2 attributes since 0.12) supports only the
+//! 4 KiB granule (`PAGE_SHIFT = 12` in its `paging.rs`); Transom's boards may choose
+//! 16 KiB or 64 KiB, so this module is its own.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+
+use transom_boards::PhysRange;
+
+use super::descriptor::{Descriptor, Entry, Leaf};
+use super::layout::{LEAF_LEVEL, Stage2Layout};
+
+/// Memory for translation tables, addressed by physical address.
+pub trait TableMemory {
+    /// A zeroed block of `bytes` (a table, or concatenated root tables) aligned to
+    /// `bytes`; its physical address, or `None` when out of memory.
+    fn allocate(&mut self, bytes: u64) -> Option<u64>;
+    /// Gives back the block at `address`.
+    fn free(&mut self, address: u64);
+    /// Entry `index` of the table at `address`.
+    fn read(&self, address: u64, index: usize) -> u64;
+    /// Writes entry `index` of the table at `address`.
+    fn write(&mut self, address: u64, index: usize, value: u64);
+}
+
+/// The TLB maintenance a change of the tables needs; the kernel implements it with
+/// the Arm ARM's sequences (D8.16 "Translation Lookaside Buffers", K11.5.3 for
+/// break-before-make), the tests fake it.
+pub trait TlbMaintenance {
+    /// An entry that translated `[ipa, ipa + size)` has just been made invalid:
+    /// make the store visible to the walkers (`DSB ISHST`) and remove the stage-2
+    /// TLB entries for the range (`TLBI IPAS2E1IS` per page or a wider invalidation,
+    /// then `DSB ISH`), before the entry is written again.
+    fn invalidate_range(&mut self, ipa: u64, size: u64);
+    /// New entries were written where there were none: make them visible to the
+    /// walkers (`DSB ISHST`).
+    fn publish(&mut self);
+    /// A batch of changes that invalidated entries is complete: remove cached
+    /// combined stage-1 and stage-2 entries too (`TLBI VMALLE1IS`, `DSB ISH`, `ISB`).
+    fn complete(&mut self);
+}
+
+/// Why a stage-2 change failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage2Error {
+    /// The range is not aligned to the granule.
+    Misaligned {
+        /// The range.
+        range: PhysRange,
+        /// The granule's size.
+        granule_size: u64,
+    },
+    /// The range, or its output, passes the IPA or physical address limit.
+    OutOfRange {
+        /// The range.
+        range: PhysRange,
+        /// One past the highest address.
+        limit: u64,
+    },
+    /// No memory for a table.
+    OutOfMemory,
+}
+
+/// One translation, as the software walker finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    /// The output address of the IPA.
+    pub output: u64,
+    /// The attributes of the leaf.
+    pub leaf: Leaf,
+    /// The level of the leaf (3 for a page).
+    pub level: u32,
+}
+
+/// A partition's stage-2 tables.
+pub struct Stage2Tables<M: TableMemory> {
+    layout: Stage2Layout,
+    root: u64,
+    memory: M,
+    table_pages: u64,
+}
+
+/// The fixed parts of one `map` call.
+struct MapRequest {
+    ipa_base: u64,
+    output_base: u64,
+    leaf: Leaf,
+}
+
+impl MapRequest {
+    fn output_of(&self, ipa: u64) -> u64 {
+        self.output_base + (ipa - self.ipa_base)
+    }
+}
+
+impl<M: TableMemory> Stage2Tables<M> {
+    /// Empty tables with `layout`, in `memory`.
+    pub fn new(layout: Stage2Layout, mut memory: M) -> Result<Self, Stage2Error> {
+        let root = memory
+            .allocate(layout.root_bytes())
+            .ok_or(Stage2Error::OutOfMemory)?;
+        Ok(Stage2Tables {
+            layout,
+            root,
+            memory,
+            table_pages: layout.root_tables,
+        })
+    }
+
+    /// The layout.
+    pub fn layout(&self) -> &Stage2Layout {
+        &self.layout
+    }
+
+    /// The physical address of the root table, for `VTTBR_EL2.BADDR`.
+    pub fn root_address(&self) -> u64 {
+        self.root
+    }
+
+    /// Table pages in use, root tables included.
+    pub fn table_pages(&self) -> u64 {
+        self.table_pages
+    }
+
+    /// The table memory.
+    pub fn memory(&self) -> &M {
+        &self.memory
+    }
+
+    fn check(&self, range: &PhysRange, output: u64) -> Result<(), Stage2Error> {
+        let granule = self.layout.geometry.granule;
+        let output_end = output.checked_add(range.size());
+        if !range.is_aligned(granule) || !granule.is_aligned(output) || range.is_empty() {
+            return Err(Stage2Error::Misaligned {
+                range: *range,
+                granule_size: granule.size(),
+            });
+        }
+        let limit = self.layout.ipa_limit();
+        let inside = range.end <= limit && output_end.is_some_and(|end| end <= limit);
+        if !inside {
+            return Err(Stage2Error::OutOfRange {
+                range: *range,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Maps the IPAs `range` to the output addresses from `output` with `leaf`,
+    /// replacing whatever mapped them (with break-before-make). Uses the largest
+    /// blocks the alignment of both addresses allows.
+    pub fn map(
+        &mut self,
+        range: PhysRange,
+        output: u64,
+        leaf: Leaf,
+        tlb: &mut dyn TlbMaintenance,
+    ) -> Result<(), Stage2Error> {
+        self.check(&range, output)?;
+        let request = MapRequest {
+            ipa_base: range.start,
+            output_base: output,
+            leaf,
+        };
+        let mut broke = false;
+        let root = self.root;
+        let level = self.layout.start_level;
+        let result = self.map_in(root, level, range, &request, tlb, &mut broke);
+        tlb.publish();
+        if broke {
+            tlb.complete();
+        }
+        result
+    }
+
+    /// Unmaps the IPAs `range`: accesses to them fault afterwards. Tables left empty
+    /// are freed.
+    pub fn unmap(
+        &mut self,
+        range: PhysRange,
+        tlb: &mut dyn TlbMaintenance,
+    ) -> Result<(), Stage2Error> {
+        self.check(&range, range.start)?;
+        let root = self.root;
+        let level = self.layout.start_level;
+        let result = self.unmap_in(root, level, range, tlb);
+        tlb.complete();
+        result
+    }
+
+    /// What `ipa` translates to, walking the tables as the hardware would.
+    pub fn translate(&self, ipa: u64) -> Option<Translation> {
+        if ipa >= self.layout.ipa_limit() {
+            return None;
+        }
+        let mut table = self.root;
+        let mut level = self.layout.start_level;
+        loop {
+            let descriptor = Descriptor(self.memory.read(table, self.index(level, ipa)));
+            match descriptor.decode(level) {
+                Entry::Invalid => return None,
+                Entry::Table(next) => {
+                    table = next;
+                    level += 1;
+                }
+                Entry::Leaf { output, leaf } => {
+                    let offset = ipa & (self.layout.geometry.entry_size(level) - 1);
+                    return Some(Translation {
+                        output: output + offset,
+                        leaf,
+                        level,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The index of `ipa`'s entry in its table at `level` (the root may be
+    /// concatenated tables).
+    fn index(&self, level: u32, ipa: u64) -> usize {
+        let geometry = &self.layout.geometry;
+        let entries = if level == self.layout.start_level {
+            self.layout.root_entries()
+        } else {
+            geometry.entries()
+        };
+        ((ipa >> geometry.level_shift(level)) as usize) & (entries - 1)
+    }
+
+    fn allocate_table(&mut self) -> Result<u64, Stage2Error> {
+        let bytes = self.layout.geometry.table_bytes();
+        let table = self
+            .memory
+            .allocate(bytes)
+            .ok_or(Stage2Error::OutOfMemory)?;
+        self.table_pages += 1;
+        Ok(table)
+    }
+
+    fn free_table(&mut self, table: u64, level: u32) {
+        if level < LEAF_LEVEL {
+            for index in 0..self.layout.geometry.entries() {
+                if let Entry::Table(child) =
+                    Descriptor(self.memory.read(table, index)).decode(level)
+                {
+                    self.free_table(child, level + 1);
+                }
+            }
+        }
+        self.memory.free(table);
+        self.table_pages -= 1;
+    }
+
+    /// Replaces the live entry `index` of `table` (which maps `[ipa, ipa + size)`)
+    /// with `new`: invalid first, TLB invalidation, then the new value.
+    fn break_before_make(
+        &mut self,
+        table: u64,
+        index: usize,
+        ipa: u64,
+        size: u64,
+        new: Descriptor,
+        tlb: &mut dyn TlbMaintenance,
+    ) {
+        self.memory.write(table, index, Descriptor::INVALID.0);
+        tlb.invalidate_range(ipa, size);
+        if new.is_valid() {
+            self.memory.write(table, index, new.0);
+        }
+    }
+
+    /// A table at `level + 1` that maps what the leaf at `level` mapped.
+    fn split(&mut self, level: u32, output: u64, leaf: &Leaf) -> Result<u64, Stage2Error> {
+        let table = self.allocate_table()?;
+        let child_size = self.layout.geometry.entry_size(level + 1);
+        for index in 0..self.layout.geometry.entries() {
+            let child_output = output + index as u64 * child_size;
+            let descriptor = Descriptor::leaf(level + 1, child_output, leaf);
+            self.memory.write(table, index, descriptor.0);
+        }
+        Ok(table)
+    }
+
+    fn map_in(
+        &mut self,
+        table: u64,
+        level: u32,
+        range: PhysRange,
+        request: &MapRequest,
+        tlb: &mut dyn TlbMaintenance,
+        broke: &mut bool,
+    ) -> Result<(), Stage2Error> {
+        let geometry = self.layout.geometry;
+        let size = geometry.entry_size(level);
+        let mut ipa = range.start;
+        while ipa < range.end {
+            let entry_start = ipa & !(size - 1);
+            let chunk_end = range.end.min(entry_start + size);
+            let index = self.index(level, ipa);
+            let output = request.output_of(ipa);
+            let covers_entry = ipa == entry_start && chunk_end == entry_start + size;
+            let leaf_here = level == LEAF_LEVEL || geometry.block_allowed(level);
+            let current = Descriptor(self.memory.read(table, index));
+            if covers_entry && leaf_here && output.is_multiple_of(size) {
+                let new = Descriptor::leaf(level, output, &request.leaf);
+                if current == new {
+                    ipa = chunk_end;
+                    continue;
+                }
+                if current.is_valid() {
+                    self.break_before_make(table, index, entry_start, size, new, tlb);
+                    *broke = true;
+                    if let Entry::Table(old) = current.decode(level) {
+                        self.free_table(old, level + 1);
+                    }
+                } else {
+                    self.memory.write(table, index, new.0);
+                }
+            } else {
+                let next = match current.decode(level) {
+                    Entry::Invalid => {
+                        let next = self.allocate_table()?;
+                        self.memory.write(table, index, Descriptor::table(next).0);
+                        next
+                    }
+                    Entry::Table(next) => next,
+                    Entry::Leaf { output, leaf } => {
+                        let next = self.split(level, output, &leaf)?;
+                        let descriptor = Descriptor::table(next);
+                        self.break_before_make(table, index, entry_start, size, descriptor, tlb);
+                        *broke = true;
+                        next
+                    }
+                };
+                let chunk = PhysRange {
+                    start: ipa,
+                    end: chunk_end,
+                };
+                self.map_in(next, level + 1, chunk, request, tlb, broke)?;
+            }
+            ipa = chunk_end;
+        }
+        Ok(())
+    }
+
+    fn unmap_in(
+        &mut self,
+        table: u64,
+        level: u32,
+        range: PhysRange,
+        tlb: &mut dyn TlbMaintenance,
+    ) -> Result<(), Stage2Error> {
+        let size = self.layout.geometry.entry_size(level);
+        let mut ipa = range.start;
+        while ipa < range.end {
+            let entry_start = ipa & !(size - 1);
+            let chunk_end = range.end.min(entry_start + size);
+            let index = self.index(level, ipa);
+            let current = Descriptor(self.memory.read(table, index));
+            let covers_entry = ipa == entry_start && chunk_end == entry_start + size;
+            match current.decode(level) {
+                Entry::Invalid => {}
+                entry if covers_entry => {
+                    self.break_before_make(
+                        table,
+                        index,
+                        entry_start,
+                        size,
+                        Descriptor::INVALID,
+                        tlb,
+                    );
+                    if let Entry::Table(old) = entry {
+                        self.free_table(old, level + 1);
+                    }
+                }
+                Entry::Leaf { output, leaf } => {
+                    let next = self.split(level, output, &leaf)?;
+                    let descriptor = Descriptor::table(next);
+                    self.break_before_make(table, index, entry_start, size, descriptor, tlb);
+                    let chunk = PhysRange {
+                        start: ipa,
+                        end: chunk_end,
+                    };
+                    self.unmap_in(next, level + 1, chunk, tlb)?;
+                }
+                Entry::Table(next) => {
+                    let chunk = PhysRange {
+                        start: ipa,
+                        end: chunk_end,
+                    };
+                    self.unmap_in(next, level + 1, chunk, tlb)?;
+                    if self.is_empty(next) {
+                        self.break_before_make(
+                            table,
+                            index,
+                            entry_start,
+                            size,
+                            Descriptor::INVALID,
+                            tlb,
+                        );
+                        self.free_table(next, level + 1);
+                    }
+                }
+            }
+            ipa = chunk_end;
+        }
+        Ok(())
+    }
+
+    fn is_empty(&self, table: u64) -> bool {
+        (0..self.layout.geometry.entries())
+            .all(|index| !Descriptor(self.memory.read(table, index)).is_valid())
+    }
+}
+
+/// Tables on the heap. Each block is a `Vec<u64>` with room to start at an
+/// address aligned to its size (a table must be aligned to its size, concatenated
+/// root tables to their total size); its address is the physical address because
+/// the hypervisor's heap is identity-mapped. Safe code throughout: no raw
+/// allocation.
+#[derive(Default)]
+pub struct HeapTables {
+    blocks: BTreeMap<u64, HeapBlock>,
+}
+
+struct HeapBlock {
+    storage: Vec<u64>,
+    first: usize,
+}
+
+impl HeapTables {
+    /// No tables yet.
+    pub fn new() -> Self {
+        HeapTables::default()
+    }
+
+    /// Blocks allocated and not freed.
+    pub fn live_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    fn block(&self, address: u64) -> &HeapBlock {
+        self.blocks
+            .get(&address)
+            .expect("descriptors only point at tables this allocator made")
+    }
+}
+
+impl TableMemory for HeapTables {
+    fn allocate(&mut self, bytes: u64) -> Option<u64> {
+        let entries = usize::try_from(bytes / 8).ok()?;
+        let mut storage = Vec::new();
+        storage.try_reserve_exact(entries * 2).ok()?;
+        storage.resize(entries * 2, 0u64);
+        let base = storage.as_ptr() as u64;
+        let aligned = base.checked_next_multiple_of(bytes)?;
+        let first = usize::try_from((aligned - base) / 8).ok()?;
+        self.blocks.insert(aligned, HeapBlock { storage, first });
+        Some(aligned)
+    }
+
+    fn free(&mut self, address: u64) {
+        self.blocks.remove(&address);
+    }
+
+    fn read(&self, address: u64, index: usize) -> u64 {
+        let block = self.block(address);
+        block.storage[block.first + index]
+    }
+
+    fn write(&mut self, address: u64, index: usize, value: u64) {
+        let block = self
+            .blocks
+            .get_mut(&address)
+            .expect("descriptors only point at tables this allocator made");
+        block.storage[block.first + index] = value;
+    }
+}
