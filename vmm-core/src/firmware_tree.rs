@@ -65,6 +65,7 @@ pub struct TreeCpu {
 /// The firmware's tree.
 pub struct FirmwareTree<'a> {
     fdt: Fdt<'a, (UnalignedParser<'a>, NoPanic)>,
+    bytes: &'a [u8],
     /// Where the blob lies.
     pub blob: PhysRange,
 }
@@ -75,7 +76,7 @@ impl<'a> FirmwareTree<'a> {
         let bytes = bytes.ok_or(TreeError::NoBlob { address })?;
         let fdt = Fdt::new_unaligned_fallible(bytes)?;
         let blob = PhysRange::new(address as u64, bytes.len() as u64);
-        Ok(FirmwareTree { fdt, blob })
+        Ok(FirmwareTree { fdt, bytes, blob })
     }
 
     fn node(&self, path: &str) -> Result<Option<TreeNode<'a>>, TreeError> {
@@ -166,6 +167,57 @@ impl<'a> FirmwareTree<'a> {
 }
 
 impl FirmwareTree<'_> {
+    /// Reserved RAM: the `/memreserve/` entries of the blob's header and the `reg`
+    /// of each `/reserved-memory` child (Devicetree Specification v0.4, 5.3 and
+    /// 3.5).
+    pub fn reserved_memory(&self) -> Result<Ranges, TreeError> {
+        let mut ranges = Ranges::new();
+        let mut push = |range: PhysRange| {
+            ranges.push(range).map_err(|_| TreeError::TooMany {
+                what: "reserved ranges",
+            })
+        };
+        for entry in self.memory_reservations() {
+            push(entry?)?;
+        }
+        let Some(reserved) = self.node("/reserved-memory")? else {
+            return Ok(ranges);
+        };
+        for child in reserved.children()?.iter() {
+            let Some(reg) = child?.reg()? else { continue };
+            for entry in reg.iter::<u64, u64>().flatten() {
+                if entry.len > 0 {
+                    push(PhysRange::new(entry.address, entry.len))?;
+                }
+            }
+        }
+        Ok(ranges)
+    }
+
+    /// The header's memory reservation block: big-endian (address, size) pairs up
+    /// to a (0, 0) entry.
+    fn memory_reservations(&self) -> impl Iterator<Item = Result<PhysRange, TreeError>> + '_ {
+        let offset = self.fdt.header().memory_reserve_map_offset as usize;
+        let block = self.bytes.get(offset..).unwrap_or_default();
+        block
+            .chunks(16)
+            .map(|entry| {
+                let address = entry.get(..8).and_then(|bytes| bytes.try_into().ok());
+                let size = entry.get(8..16).and_then(|bytes| bytes.try_into().ok());
+                match (address, size) {
+                    (Some(address), Some(size)) => {
+                        Ok((u64::from_be_bytes(address), u64::from_be_bytes(size)))
+                    }
+                    _ => Err(TreeError::Malformed),
+                }
+            })
+            .take_while(|entry| *entry != Ok((0, 0)))
+            .map(|entry| {
+                let (address, size) = entry?;
+                PhysRange::checked(address, size).ok_or(TreeError::Malformed)
+            })
+    }
+
     /// Whether some node decodes `address`: a `reg` entry holds it, or a window
     /// (`ranges`) of a bus node that is itself a device holds it. A bus counts as a
     /// device when it has a `reg` (a PCIe host bridge: its `ranges` are its MMIO
@@ -346,6 +398,36 @@ mod tests {
         fdt.end_node(pcie).expect("end");
         fdt.end_node(root).expect("end");
         fdt.finish().expect("finish")
+    }
+
+    /// `/memreserve/` entries and `/reserved-memory` children both count.
+    #[test]
+    fn reserved_memory_from_header_and_nodes() {
+        let reservations = [vm_fdt::FdtReserveEntry::new(0, 0x1000).expect("entry")];
+        let mut fdt = FdtWriter::new_with_mem_reserv(&reservations).expect("writer");
+        let root = fdt.begin_node("").expect("root");
+        fdt.property_u32("#address-cells", 2).expect("prop");
+        fdt.property_u32("#size-cells", 2).expect("prop");
+        let reserved = fdt.begin_node("reserved-memory").expect("node");
+        fdt.property_u32("#address-cells", 2).expect("prop");
+        fdt.property_u32("#size-cells", 2).expect("prop");
+        fdt.property_null("ranges").expect("prop");
+        let carve_out = fdt.begin_node("linux,cma@3b400000").expect("node");
+        fdt.property_array_u64("reg", &[0x3b40_0000, 0x4c0_0000])
+            .expect("prop");
+        fdt.end_node(carve_out).expect("end");
+        fdt.end_node(reserved).expect("end");
+        fdt.end_node(root).expect("end");
+        let blob = fdt.finish().expect("finish");
+        let tree = FirmwareTree::parse(0x1000, Some(&blob)).expect("parses");
+        let ranges = tree.reserved_memory().expect("reads");
+        assert_eq!(
+            ranges.as_slice(),
+            &[
+                PhysRange::new(0, 0x1000),
+                PhysRange::new(0x3b40_0000, 0x4c0_0000)
+            ]
+        );
     }
 
     #[test]

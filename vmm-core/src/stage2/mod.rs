@@ -4,6 +4,7 @@
 
 pub mod descriptor;
 pub mod layout;
+pub mod reserved;
 pub mod table;
 pub mod window;
 
