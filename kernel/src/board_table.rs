@@ -222,3 +222,100 @@ fn covered(range: &PhysRange, firmware_ram: &Ranges) -> bool {
     }
     true
 }
+
+/// Builds each partition's stage 2 from the table (RAM identity-mapped, each grant
+/// as its window: direct spans mapped, trapped ones recorded), gives it VMID
+/// `index + 1`, loads `VTCR_EL2`, and logs it. Guests do not run yet, so the spaces
+/// are kept for the vCPUs of a later stage.
+pub fn build_partition_spaces(board: &Board) -> Verdict {
+    use transom_vmm_core::stage2::layout::Stage2Layout;
+    use transom_vmm_core::stage2::reserved::ReservedRegistry;
+    use transom_vmm_core::stage2::table::{HeapTables, Stage2Tables};
+    use transom_vmm_core::stage2::window::PartitionSpace;
+
+    use crate::arch::stage2::{self, PartitionTlb};
+
+    let layout = match Stage2Layout::new(board.granule, stage2::pa_range()) {
+        Ok(layout) => layout,
+        Err(error) => {
+            defmt::error!("stage 2: {}", defmt::Debug2Format(&error));
+            return Verdict::TestFailure;
+        }
+    };
+    stage2::set_vtcr(layout.vtcr());
+    defmt::info!(
+        "stage 2: {=str} granule, {=u32}-bit IPA, start level {=u32} ({=u64} root tables), VTCR_EL2 {=u64:#x}",
+        board.granule.label(),
+        layout.ipa_bits,
+        layout.start_level,
+        layout.root_tables,
+        layout.vtcr()
+    );
+    let reserved = ReservedRegistry::from_board(board);
+    for (index, partition) in board.partitions.iter().enumerate() {
+        let Ok(tables) = Stage2Tables::new(layout, HeapTables::new()) else {
+            defmt::error!("stage 2 of {=str}: out of memory", partition.name);
+            return Verdict::TestFailure;
+        };
+        let vmid = index as u8 + 1;
+        let vttbr = stage2::vttbr(tables.root_address(), vmid);
+        let mut tlb = PartitionTlb { vttbr };
+        let mut space = PartitionSpace::new(tables);
+        for &ram in partition.ram {
+            if let Err(conflict) = reserved.check_ram(partition.name, ram) {
+                defmt::error!("stage 2: {}", defmt::Display2Format(&conflict));
+                return Verdict::TestFailure;
+            }
+            if let Err(error) = space.map_ram(ram, &mut tlb) {
+                defmt::error!(
+                    "stage 2 of {=str}: {}",
+                    partition.name,
+                    defmt::Debug2Format(&error)
+                );
+                return Verdict::TestFailure;
+            }
+            defmt::info!(
+                "stage 2 of {=str}: RAM {=u64:#x}..{=u64:#x} identity-mapped Normal-WB",
+                partition.name,
+                ram.start,
+                ram.end
+            );
+        }
+        for grant in partition.grants {
+            let Some(region) = board.device(grant.device) else {
+                continue;
+            };
+            let mode = board.mapping(partition, grant);
+            match space.map_window(region, mode, &mut tlb) {
+                Ok(window) => defmt::info!(
+                    "stage 2 of {=str}: window {=str} span {=u64:#x}..{=u64:#x} device IPA {=u64:#x} {=str} {=str}",
+                    partition.name,
+                    region.name,
+                    window.span.start,
+                    window.span.end,
+                    window.device_ipa,
+                    region.attributes.label(),
+                    window.mode.label()
+                ),
+                Err(error) => {
+                    defmt::error!(
+                        "stage 2 of {=str}: {}",
+                        partition.name,
+                        defmt::Debug2Format(&error)
+                    );
+                    return Verdict::TestFailure;
+                }
+            }
+        }
+        defmt::info!(
+            "stage 2 of {=str}: VMID {=u8}, VTTBR_EL2 {=u64:#x}, {=u64} table pages",
+            partition.name,
+            vmid,
+            vttbr,
+            space.tables().table_pages()
+        );
+        // Kept for the vCPUs: the tables must outlive boot.
+        core::mem::forget(space);
+    }
+    Verdict::Pass
+}

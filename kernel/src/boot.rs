@@ -58,6 +58,10 @@ pub fn primary_main<B: Board>(device_tree: usize, console: &'static ConsoleCell<
     if board_table::cross_check(&B::DESC, tree, &early.firmware_ram) != Verdict::Pass {
         exit::end_run(Verdict::BoardMismatch);
     }
+    let stage2 = board_table::build_partition_spaces(&B::DESC);
+    if stage2 != Verdict::Pass {
+        exit::end_run(stage2);
+    }
 
     let online = start_cpus(tree, B::DESC.secondary_boot, &mmu);
     run_selftest(options.selftest);

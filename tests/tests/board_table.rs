@@ -62,6 +62,15 @@ fn virt_logs_every_grant_with_its_mode_and_exact_address() {
         outcome.logged("grant virtio_mmio@a003e00 (virtio-mmio) span 0xa003000..0xa004000 device 0xa003e00 (+0xe00, 0x200 bytes)"),
         "{transcript}"
     );
+    // Stage 2: the window keeps the exact address; the partition has its VMID.
+    assert!(
+        outcome.logged("stage 2 of linux-a: window virtio_mmio@a003e00 span 0xa003000..0xa004000 device IPA 0xa003e00 Device-nGnRE trapped"),
+        "{transcript}"
+    );
+    assert!(
+        outcome.logged("stage 2 of linux-b: VMID 2, VTTBR_EL2"),
+        "{transcript}"
+    );
     let linux_a = &board.partitions[0];
     assert_eq!(board.mapping(linux_a, &linux_a.grants[0]), Mapping::Trapped);
     // With a second -serial, QEMU's tree has UART1; every non-GIC device is there.
@@ -89,6 +98,10 @@ fn rpi4_logs_every_grant_and_its_tree_has_every_device() {
     );
     assert!(
         !outcome.logged("is not in the firmware's device tree"),
+        "{transcript}"
+    );
+    assert!(
+        outcome.logged("stage 2 of serial-guest: window mini-uart span 0xfe215000..0xfe216000 device IPA 0xfe215040 Device-nGnRE trapped"),
         "{transcript}"
     );
     // QEMU's raspi4b reports 1 GiB less the VideoCore's 64 MiB.

@@ -7,6 +7,7 @@ pub mod mmu;
 pub mod psci;
 pub mod semihosting;
 pub mod smp;
+pub mod stage2;
 pub mod vectors;
 
 pub use entry::{MAX_CPUS, STACK_SIZE};
