@@ -223,13 +223,14 @@ fn covered(range: &PhysRange, firmware_ram: &Ranges) -> bool {
     true
 }
 
-/// Builds each partition's stage 2 from the table (RAM identity-mapped, each grant
+/// Builds each partition's stage 2 from the table (RAM identity-mapped after a check
+/// against the board's, the hypervisor's and the firmware tree's reserved ranges; each grant
 /// as its window: direct spans mapped, trapped ones recorded), gives it VMID
 /// `index + 1`, loads `VTCR_EL2`, and logs it. Guests do not run yet, so the spaces
 /// are kept for the vCPUs of a later stage.
-pub fn build_partition_spaces(board: &Board) -> Verdict {
+pub fn build_partition_spaces(board: &Board, tree: &FirmwareTree<'_>) -> Verdict {
     use transom_vmm_core::stage2::layout::Stage2Layout;
-    use transom_vmm_core::stage2::reserved::ReservedRegistry;
+    use transom_vmm_core::stage2::reserved::{ReservedRegistry, ReservedSource};
     use transom_vmm_core::stage2::table::{HeapTables, Stage2Tables};
     use transom_vmm_core::stage2::window::PartitionSpace;
 
@@ -251,7 +252,18 @@ pub fn build_partition_spaces(board: &Board) -> Verdict {
         layout.root_tables,
         layout.vtcr()
     );
-    let reserved = ReservedRegistry::from_board(board);
+    let mut reserved = ReservedRegistry::from_board(board);
+    match tree.reserved_memory() {
+        Ok(ranges) => {
+            for range in ranges {
+                reserved.add("firmware reservation", range, ReservedSource::FirmwareTree);
+            }
+        }
+        Err(error) => defmt::warn!(
+            "stage 2: unreadable reserved memory in the firmware's tree: {}",
+            defmt::Debug2Format(&error)
+        ),
+    }
     for (index, partition) in board.partitions.iter().enumerate() {
         let Ok(tables) = Stage2Tables::new(layout, HeapTables::new()) else {
             defmt::error!("stage 2 of {=str}: out of memory", partition.name);

@@ -58,7 +58,7 @@ pub fn primary_main<B: Board>(device_tree: usize, console: &'static ConsoleCell<
     if board_table::cross_check(&B::DESC, tree, &early.firmware_ram) != Verdict::Pass {
         exit::end_run(Verdict::BoardMismatch);
     }
-    let stage2 = board_table::build_partition_spaces(&B::DESC);
+    let stage2 = board_table::build_partition_spaces(&B::DESC, tree);
     if stage2 != Verdict::Pass {
         exit::end_run(stage2);
     }
