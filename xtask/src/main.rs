@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use transom_qemu::{GicVersion, RunConfig};
 use xtask::boards::BoardName;
 use xtask::run::{Echo, Ending};
-use xtask::{ci, image, prereq, run};
+use xtask::{bench, ci, image, prereq, run};
 
 #[derive(Parser)]
 #[command(about = "Build, boot and test Transom", version)]
@@ -27,6 +27,9 @@ enum Command {
     Test,
     /// Everything CI checks: fmt, clippy (host and aarch64), docs, tests.
     Ci,
+    /// Measurements (stage-2 table pages and build time per granule); prints a
+    /// table and writes JSON under target/bench.
+    Bench,
 }
 
 #[derive(clap::Args)]
@@ -83,6 +86,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Qemu(args) => qemu(&args),
         Command::Test => ci::test().map(|()| ExitCode::SUCCESS),
         Command::Ci => ci::run().map(|()| ExitCode::SUCCESS),
+        Command::Bench => bench::run().map(|()| ExitCode::SUCCESS),
     }
 }
 
