@@ -208,17 +208,9 @@ mod tests {
     use super::*;
 
     fn mapping_of(board: &Board, partition: &str, device: &str) -> Mapping {
-        let partition = board
-            .partitions
-            .iter()
-            .find(|candidate| candidate.name == partition)
-            .expect("partition exists");
-        let grant = partition
-            .grants
-            .iter()
-            .find(|grant| grant.device == device)
-            .expect("grant exists");
-        board.mapping(partition, grant)
+        board
+            .grant_mapping(partition, device)
+            .expect("the partition grants the device")
     }
 
     /// The board with the mini UART as console and `grants` as one partition.

@@ -216,6 +216,20 @@ impl Board {
         }
     }
 
+    /// How the grant of `device` to the partition called `partition` reaches it;
+    /// `None` if there is no such partition or grant.
+    pub fn grant_mapping(&self, partition: &str, device: &str) -> Option<Mapping> {
+        let partition = self
+            .partitions
+            .iter()
+            .find(|candidate| candidate.name == partition)?;
+        let grant = partition
+            .grants
+            .iter()
+            .find(|grant| grant.device == device)?;
+        Some(self.mapping(partition, grant))
+    }
+
     /// The first byte of `span` that neither a region granted to `partition` nor a
     /// declared-unused range covers, with the device that holds it, if any.
     pub const fn first_foreign_byte(
