@@ -1,6 +1,6 @@
 //! The boot sequence of the boot CPU, as a list of steps.
 
-use transom_boards::{PhysRange, SecondaryBoot};
+use transom_boards::{BoardError, Granule, PhysRange, SecondaryBoot};
 use transom_vmm_core::bootargs::{self, BootOptions, ExitMethod, SelfTest};
 use transom_vmm_core::esr::Esr;
 use transom_vmm_core::verdict::Verdict;
@@ -10,7 +10,7 @@ use crate::arch::mmu::{self, MemoryPlan, MmuRegisters};
 use crate::arch::vectors::{TrapFrame, VectorKind};
 use crate::board_table::{self, DeviceWindows};
 use crate::log::ConsoleCell;
-use crate::{Board, arch, exit, heap, smp};
+use crate::{Board, arch, exit, heap, smp, stage2, stage2_probe};
 use transom_vmm_core::firmware_tree::{FirmwareTree, Ranges, TreeError};
 
 /// An address no board maps: just below the top of the 39-bit EL2 VA space.
@@ -20,6 +20,10 @@ const UNMAPPED_PROBE_ADDRESS: u64 = 0x7f_0000_0000;
 struct EarlyBoot {
     tree: Result<FirmwareTree<'static>, TreeError>,
     options: BootOptions<'static>,
+    /// The board table as this boot uses it: with `transom.granule` applied.
+    board: transom_boards::Board,
+    /// Why the table cannot be used with the granule `transom.granule` asked for.
+    board_error: Option<BoardError>,
     ram: Ranges,
     firmware_ram: Ranges,
     devices: DeviceWindows,
@@ -44,6 +48,7 @@ pub fn primary_main<B: Board>(device_tree: usize, console: &'static ConsoleCell<
         ),
     };
     let options = early.options;
+    let board = early.board;
     log_memory(&early, table_pages);
     if !early.heap_in_ram {
         panic!(
@@ -52,20 +57,68 @@ pub fn primary_main<B: Board>(device_tree: usize, console: &'static ConsoleCell<
         );
     }
     check_hypervisor_memory::<B>(&early);
-    heap::init(B::DESC.hypervisor.heap_size);
+    heap::init(board.hypervisor.heap_size);
     log_firmware(tree, &options);
-    board_table::log_partitions(&B::DESC);
-    if board_table::cross_check(&B::DESC, tree, &early.firmware_ram) != Verdict::Pass {
+    check_granule_option(&B::DESC, &early);
+    board_table::log_partitions(&board);
+    if board_table::cross_check(&board, tree, &early.firmware_ram) != Verdict::Pass {
         exit::end_run(Verdict::BoardMismatch);
     }
-    let stage2 = board_table::build_partition_spaces(&B::DESC, tree);
-    if stage2 != Verdict::Pass {
-        exit::end_run(stage2);
-    }
+    // Owned here for good: `primary_main` never returns, and the vCPUs of each
+    // partition run on these tables.
+    let partitions = match stage2::build_partition_spaces(&board, tree) {
+        Ok(partitions) => partitions,
+        Err(verdict) => exit::end_run(verdict),
+    };
 
-    let online = start_cpus(tree, B::DESC.secondary_boot, &mmu);
+    let online = start_cpus(tree, board.secondary_boot, &mmu);
+    if options.selftest == Some(SelfTest::Stage2) {
+        let verdict = stage2_probe::run(&partitions, board.hypervisor.memory);
+        exit::end_run(if online == Verdict::Pass {
+            verdict
+        } else {
+            online
+        });
+    }
     run_selftest(options.selftest);
     exit::end_run(online)
+}
+
+/// The board table with `granule` (from `transom.granule`) instead of its own, and
+/// whether the table's rules hold for it: the compile-time check covered only the
+/// table's own granule.
+fn with_granule(
+    board: transom_boards::Board,
+    granule: Option<Granule>,
+) -> (transom_boards::Board, Option<BoardError>) {
+    match granule {
+        Some(granule) if granule != board.granule => {
+            let board = transom_boards::Board { granule, ..board };
+            (board, transom_boards::validate(&board).err())
+        }
+        _ => (board, None),
+    }
+}
+
+/// Logs the granule `transom.granule` chose; ends the run if the table's rules do
+/// not hold for it.
+fn check_granule_option(table: &transom_boards::Board, early: &EarlyBoot) {
+    if early.board.granule == table.granule {
+        return;
+    }
+    defmt::info!(
+        "stage-2 granule {=str} from transom.granule (the board table says {=str})",
+        early.board.granule.label(),
+        table.granule.label()
+    );
+    if let Some(error) = early.board_error {
+        defmt::error!(
+            "transom.granule: the board table cannot be used with the {=str} granule: {}",
+            early.board.granule.label(),
+            defmt::Display2Format(&error)
+        );
+        exit::end_run(Verdict::BoardMismatch);
+    }
 }
 
 /// Reads the firmware's tree and decides what to map, with the MMU off.
@@ -73,7 +126,6 @@ fn prepare_memory<B: Board>(device_tree: usize) -> EarlyBoot {
     let tree = FirmwareTree::parse(device_tree, memory::device_tree_blob(device_tree));
     let image = memory::image_layout();
     let heap = memory::heap_range(B::DESC.hypervisor.heap_size);
-    let (devices, devices_overflowed) = board_table::el2_device_windows(&B::DESC);
     let mut ram = Ranges::new();
     let mut firmware_ram = Ranges::new();
     let mut options = BootOptions::default();
@@ -88,9 +140,20 @@ fn prepare_memory<B: Board>(device_tree: usize) -> EarlyBoot {
     let heap_in_ram = ram
         .iter()
         .any(|bank| bank.start <= image.text.start && heap.end <= bank.end);
+    let (board, board_error) = with_granule(B::DESC, options.granule);
+    // With a table that breaks its rules at this granule, EL2 maps the pages the
+    // table's own granule needs, enough to log why the boot stops.
+    let mapped_board = if board_error.is_some() {
+        B::DESC
+    } else {
+        board
+    };
+    let (devices, devices_overflowed) = board_table::el2_device_windows(&mapped_board);
     EarlyBoot {
         tree,
         options,
+        board,
+        board_error,
         ram,
         firmware_ram,
         devices,
@@ -254,7 +317,7 @@ fn start_cpus(tree: &FirmwareTree<'_>, method: SecondaryBoot, mmu: &MmuRegisters
 
 fn run_selftest(selftest: Option<SelfTest>) {
     match selftest {
-        None => {}
+        None | Some(SelfTest::Stage2) => {}
         Some(SelfTest::Panic) => panic!("deliberate panic (transom.selftest=panic)"),
         Some(SelfTest::Exception) => {
             defmt::info!(

@@ -20,6 +20,8 @@ mod heap;
 pub mod log;
 mod panic;
 mod smp;
+mod stage2;
+mod stage2_probe;
 
 use core::convert::Infallible;
 

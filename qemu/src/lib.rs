@@ -23,13 +23,35 @@ pub enum GicVersion {
     V3,
 }
 
+/// The CPU model of QEMU `virt`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum VirtCpu {
+    /// `cortex-a72`, the Raspberry Pi 4's core: 4 and 64 KiB granules only.
+    #[default]
+    CortexA72,
+    /// `max`: every feature QEMU emulates, the 16 KiB granule among them.
+    Max,
+}
+
+impl VirtCpu {
+    /// The `-cpu` value.
+    pub fn qemu_name(self) -> &'static str {
+        match self {
+            VirtCpu::CortexA72 => "cortex-a72",
+            VirtCpu::Max => "max",
+        }
+    }
+}
+
 /// A QEMU machine Transom runs on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Machine {
-    /// `-machine virt,virtualization=on` with a Cortex-A72.
+    /// `-machine virt,virtualization=on`, by default with a Cortex-A72.
     Virt {
         /// GIC version.
         gic: GicVersion,
+        /// CPU model.
+        cpu: VirtCpu,
         /// CPUs.
         cpus: u32,
         /// RAM, MiB.
@@ -86,9 +108,19 @@ impl Machine {
         }
         Ok(Machine::Virt {
             gic,
+            cpu: VirtCpu::default(),
             cpus,
             memory_mib: 1024,
         })
+    }
+
+    /// The same machine with CPU model `cpu` (`virt` only; other machines have a
+    /// fixed CPU and are returned unchanged).
+    pub fn with_cpu(mut self, model: VirtCpu) -> Machine {
+        if let Machine::Virt { cpu, .. } = &mut self {
+            *cpu = model;
+        }
+        self
     }
 
     /// The QEMU executable.
@@ -127,6 +159,7 @@ impl Machine {
         match self {
             Machine::Virt {
                 gic,
+                cpu,
                 cpus,
                 memory_mib,
             } => {
@@ -135,7 +168,7 @@ impl Machine {
                     GicVersion::V3 => 3,
                 };
                 let machine = format!("virt,virtualization=on,gic-version={gic_version}");
-                push(&["-machine", &machine, "-cpu", "cortex-a72"]);
+                push(&["-machine", &machine, "-cpu", cpu.qemu_name()]);
                 push(&["-smp", &cpus.to_string(), "-m", &format!("{memory_mib}M")]);
             }
             Machine::Raspi4b => {
@@ -218,6 +251,9 @@ mod tests {
         );
         assert_eq!(value_after(&args, "-smp"), ["2"]);
         assert_eq!(value_after(&args, "-cpu"), ["cortex-a72"]);
+        let max = machine.clone().with_cpu(VirtCpu::Max);
+        let args = max.arguments(&RunConfig::new(Path::new("/tmp/image")));
+        assert_eq!(value_after(&args, "-cpu"), ["max"]);
         assert_eq!(value_after(&args, "-kernel"), ["/tmp/image"]);
         assert!(value_after(&args, "-dtb").is_empty());
     }

@@ -3,7 +3,7 @@
 //! against the firmware's device tree.
 
 use transom_boards::{Board, Mapping};
-use transom_qemu::{GicVersion, Machine};
+use transom_qemu::{GicVersion, Machine, VirtCpu};
 use transom_tests::{boot, boot_on};
 use transom_vmm_core::verdict::Verdict;
 use xtask::boards::BoardName;
@@ -117,6 +117,7 @@ fn rpi4_logs_every_grant_and_its_tree_has_every_device() {
 fn virt_with_too_little_ram_is_a_board_mismatch() {
     let machine = Machine::Virt {
         gic: GicVersion::V3,
+        cpu: VirtCpu::CortexA72,
         cpus: 4,
         memory_mib: 512,
     };

@@ -10,6 +10,10 @@
 //! | `transom.exit=park`           | end the run by parking every CPU              |
 //! | `transom.selftest=panic`      | panic after boot (tests the panic verdict)   |
 //! | `transom.selftest=exception`  | read an unmapped address after boot          |
+//! | `transom.selftest=stage2`     | run an EL1 probe in each partition's stage 2 |
+//! | `transom.granule=4k` (`16k`, `64k`) | translate stage 2 with this granule instead of the board table's (the table is checked again for it) |
+
+use transom_boards::Granule;
 
 /// How the hypervisor ends a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +33,9 @@ pub enum SelfTest {
     Panic,
     /// A load from an address the EL2 tables do not map.
     Exception,
+    /// A minimal EL1 program run through each partition's stage 2: its RAM, its
+    /// direct windows, a trapped window and the hypervisor's memory.
+    Stage2,
 }
 
 /// The parsed options.
@@ -38,6 +45,9 @@ pub struct BootOptions<'a> {
     pub exit: Option<ExitMethod>,
     /// `transom.selftest`, if given.
     pub selftest: Option<SelfTest>,
+    /// `transom.granule`, if given: the stage-2 granule to use instead of the
+    /// board table's.
+    pub granule: Option<Granule>,
     /// The first `transom.*` word that was not understood.
     pub first_unknown: Option<&'a str>,
 }
@@ -56,6 +66,9 @@ pub fn parse(command_line: &str) -> BootOptions<'_> {
             Some(("exit", value)) => parse_exit(value).map(|exit| options.exit = Some(exit)),
             Some(("selftest", value)) => {
                 parse_selftest(value).map(|test| options.selftest = Some(test))
+            }
+            Some(("granule", value)) => {
+                parse_granule(value).map(|granule| options.granule = Some(granule))
             }
             _ => None,
         };
@@ -79,6 +92,16 @@ fn parse_selftest(value: &str) -> Option<SelfTest> {
     match value {
         "panic" => Some(SelfTest::Panic),
         "exception" => Some(SelfTest::Exception),
+        "stage2" => Some(SelfTest::Stage2),
+        _ => None,
+    }
+}
+
+fn parse_granule(value: &str) -> Option<Granule> {
+    match value {
+        "4k" => Some(Granule::Size4KiB),
+        "16k" => Some(Granule::Size16KiB),
+        "64k" => Some(Granule::Size64KiB),
         _ => None,
     }
 }
@@ -99,6 +122,21 @@ mod tests {
         assert_eq!(options.exit, Some(ExitMethod::Semihosting));
         assert_eq!(options.selftest, Some(SelfTest::Panic));
         assert_eq!(options.first_unknown, None);
+    }
+
+    #[test]
+    fn granule_and_stage2_selftest() {
+        let options = parse("transom.granule=64k transom.selftest=stage2");
+        assert_eq!(options.granule, Some(Granule::Size64KiB));
+        assert_eq!(options.selftest, Some(SelfTest::Stage2));
+        assert_eq!(
+            parse("transom.granule=16k").granule,
+            Some(Granule::Size16KiB)
+        );
+        assert_eq!(parse("transom.granule=4k").granule, Some(Granule::Size4KiB));
+        let odd = parse("transom.granule=8k");
+        assert_eq!(odd.granule, None);
+        assert_eq!(odd.first_unknown, Some("transom.granule=8k"));
     }
 
     #[test]

@@ -19,8 +19,9 @@ pub enum Verdict {
     Panic = 11,
     /// The hypervisor took an exception it does not handle.
     UnexpectedException = 12,
-    /// The board table claims RAM the firmware's device tree does not have: the
-    /// image was built for another machine (or another memory size).
+    /// The board table does not fit the machine it boots on: RAM the firmware's
+    /// device tree does not have (the image was built for another machine or memory
+    /// size), or a stage-2 granule the CPU lacks or the table's rules reject.
     BoardMismatch = 13,
 }
 

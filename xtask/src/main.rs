@@ -3,9 +3,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use transom_qemu::{GicVersion, RunConfig};
+use transom_qemu::{GicVersion, RunConfig, VirtCpu};
 use xtask::boards::BoardName;
 use xtask::run::{Echo, Ending};
 use xtask::{bench, ci, image, prereq, run};
@@ -45,6 +45,14 @@ enum GicArg {
     V3,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum CpuArg {
+    /// Cortex-A72 (the Pi 4's core): 4 and 64 KiB stage-2 granules.
+    CortexA72,
+    /// QEMU's `max`: also the 16 KiB granule.
+    Max,
+}
+
 #[derive(clap::Args)]
 struct QemuArgs {
     /// The board to boot.
@@ -53,6 +61,9 @@ struct QemuArgs {
     /// GIC version of QEMU `virt`.
     #[arg(long, value_enum, default_value = "v3")]
     gic: GicArg,
+    /// CPU model of QEMU `virt` (`raspi4b` always has Cortex-A72s).
+    #[arg(long, value_enum, default_value = "cortex-a72")]
+    cpu: CpuArg,
     /// CPUs (`virt`: 1..=8, default 4; `raspi4b` always has 4).
     #[arg(long)]
     smp: Option<u32>,
@@ -108,7 +119,14 @@ fn qemu(args: &QemuArgs) -> Result<ExitCode> {
         GicArg::V2 => GicVersion::V2,
         GicArg::V3 => GicVersion::V3,
     };
-    let machine = args.board.machine(gic, args.smp)?;
+    let cpu = match args.cpu {
+        CpuArg::CortexA72 => VirtCpu::CortexA72,
+        CpuArg::Max => VirtCpu::Max,
+    };
+    if matches!(args.cpu, CpuArg::Max) && args.board != BoardName::QemuVirt {
+        bail!("--cpu max is for QEMU virt; raspi4b always has Cortex-A72s");
+    }
+    let machine = args.board.machine(gic, args.smp)?.with_cpu(cpu);
     let built = image::build(args.board)?;
     eprintln!(
         "xtask: booting {} on QEMU {} ({} CPUs), image {}",

@@ -85,6 +85,51 @@ impl Geometry {
 pub enum LayoutError {
     /// `ID_AA64MMFR0_EL1.PARange` holds a reserved value.
     UnknownPaRange(u64),
+    /// The CPU cannot use this granule at stage 2 (`ID_AA64MMFR0_EL1.TGran*_2`).
+    GranuleUnsupported(Granule),
+}
+
+impl core::fmt::Display for LayoutError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            LayoutError::UnknownPaRange(value) => write!(
+                f,
+                "ID_AA64MMFR0_EL1.PARange holds the reserved value {value:#06b}"
+            ),
+            LayoutError::GranuleUnsupported(granule) => write!(
+                f,
+                "this CPU does not support the {} granule at stage 2 (ID_AA64MMFR0_EL1.TGran{}_2)",
+                granule.label(),
+                granule.size() / 1024
+            ),
+        }
+    }
+}
+
+/// Whether a CPU whose `ID_AA64MMFR0_EL1` reads `mmfr0` can translate stage 2 with
+/// `granule` (Arm ARM D24.2.82 `ID_AA64MMFR0_EL1`). `TGran4_2` (bits 43:40),
+/// `TGran64_2` (39:36) and `TGran16_2` (35:32): 0b0000 means "as the stage-1 field
+/// says", 0b0001 not supported, 0b0010 and 0b0011 supported. The stage-1 fields
+/// differ in polarity: `TGran4` (31:28) and `TGran64` (27:24) are 0b0000 (or
+/// 0b0001 with LPA2 for `TGran4`) when supported and 0b1111 when not; `TGran16`
+/// (23:20) is 0b0000 when *not* supported and 0b0001 or 0b0010 when it is.
+pub const fn granule_supported(mmfr0: u64, granule: Granule) -> bool {
+    let (stage2_shift, stage1_shift) = match granule {
+        Granule::Size4KiB => (40, 28),
+        Granule::Size16KiB => (32, 20),
+        Granule::Size64KiB => (36, 24),
+    };
+    let stage2 = (mmfr0 >> stage2_shift) & 0xf;
+    let stage1 = (mmfr0 >> stage1_shift) & 0xf;
+    match stage2 {
+        0b0000 => match granule {
+            Granule::Size4KiB => stage1 == 0b0000 || stage1 == 0b0001,
+            Granule::Size16KiB => stage1 == 0b0001 || stage1 == 0b0010,
+            Granule::Size64KiB => stage1 == 0b0000,
+        },
+        0b0010 | 0b0011 => true,
+        _ => false,
+    }
 }
 
 /// The shape of one stage-2 translation.
@@ -145,6 +190,16 @@ impl Stage2Layout {
             pa_bits
         };
         Ok(Stage2Layout::with_ipa_bits(granule, ipa_bits))
+    }
+
+    /// The layout for `granule` on a CPU whose `ID_AA64MMFR0_EL1` reads `mmfr0`:
+    /// refuses a granule the CPU cannot use at stage 2, then as [`Stage2Layout::new`]
+    /// with `PARange` (bits 3:0).
+    pub const fn for_cpu(granule: Granule, mmfr0: u64) -> Result<Stage2Layout, LayoutError> {
+        if !granule_supported(mmfr0, granule) {
+            return Err(LayoutError::GranuleUnsupported(granule));
+        }
+        Stage2Layout::new(granule, mmfr0 & 0xf)
     }
 
     /// The layout for an IPA size of `ipa_bits` (32..=48).
@@ -234,6 +289,60 @@ impl Stage2Layout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Cortex-A72 MPCore TRM (Arm 100095), `ID_AA64MMFR0_EL1`, and QEMU's
+    /// `aarch64_a72_initfn` (target/arm/cpu64.c): 0x1124, so
+    /// 4K and 64K granules (TGran4 = TGran64 = 0b0000), no 16K (TGran16 = 0b0000),
+    /// no TGran*_2 fields (pre-v8.5), 44-bit PA.
+    const CORTEX_A72_MMFR0: u64 = 0x0000_0000_0000_1124;
+
+    #[test]
+    fn cortex_a72_has_no_16k_granule_at_stage_2() {
+        assert!(granule_supported(CORTEX_A72_MMFR0, Granule::Size4KiB));
+        assert!(granule_supported(CORTEX_A72_MMFR0, Granule::Size64KiB));
+        assert!(!granule_supported(CORTEX_A72_MMFR0, Granule::Size16KiB));
+        assert_eq!(
+            Stage2Layout::for_cpu(Granule::Size16KiB, CORTEX_A72_MMFR0),
+            Err(LayoutError::GranuleUnsupported(Granule::Size16KiB))
+        );
+        let layout = Stage2Layout::for_cpu(Granule::Size64KiB, CORTEX_A72_MMFR0).expect("64K");
+        assert_eq!(layout.ipa_bits, 44);
+    }
+
+    /// D24.2.82: a TGran*_2 field other than 0b0000 overrides the stage-1 field.
+    #[test]
+    fn stage_2_fields_override_the_stage_1_fields() {
+        // TGran16 = 0b0001 (supported at stage 1) but TGran16_2 = 0b0001 (not at
+        // stage 2).
+        let stage1_only = (0b0001 << 20) | (0b0001 << 32) | 0b0101;
+        assert!(!granule_supported(stage1_only, Granule::Size16KiB));
+        // TGran64 = 0b1111 (not at stage 1) but TGran64_2 = 0b0010 (stage 2 only).
+        let stage2_only = (0b1111 << 24) | (0b0010 << 36) | 0b0101;
+        assert!(granule_supported(stage2_only, Granule::Size64KiB));
+        // TGran4 = 0b1111 and TGran4_2 = 0b0000: not supported anywhere.
+        assert!(!granule_supported(0b1111 << 28, Granule::Size4KiB));
+        // TGran4_2 = 0b0011: supported with 52-bit addresses.
+        assert!(granule_supported(
+            (0b1111 << 28) | (0b0011 << 40),
+            Granule::Size4KiB
+        ));
+        // TGran16 = 0b0010 (LPA2) with TGran16_2 = 0b0000: supported.
+        assert!(granule_supported(0b0010 << 20, Granule::Size16KiB));
+    }
+
+    #[test]
+    fn layout_errors_name_the_register_field() {
+        let text = alloc::format!("{}", LayoutError::GranuleUnsupported(Granule::Size16KiB));
+        assert!(
+            text.contains("16 KiB") && text.contains("TGran16_2"),
+            "{text}"
+        );
+        let text = alloc::format!("{}", LayoutError::UnknownPaRange(0b1001));
+        assert!(
+            text.contains("PARange") && text.contains("0b1001"),
+            "{text}"
+        );
+    }
 
     /// D8.2: entries per table and the size each level maps.
     #[test]

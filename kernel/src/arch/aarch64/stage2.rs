@@ -7,9 +7,10 @@ use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{ID_AA64MMFR0_EL1, Readable, VTCR_EL2, VTTBR_EL2, Writeable};
 use transom_vmm_core::stage2::table::TlbMaintenance;
 
-/// `ID_AA64MMFR0_EL1.PARange`: the physical address size this CPU supports.
-pub fn pa_range() -> u64 {
-    ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange)
+/// `ID_AA64MMFR0_EL1`: the physical address size and the granules this CPU
+/// supports.
+pub fn mmfr0() -> u64 {
+    ID_AA64MMFR0_EL1.get()
 }
 
 /// `VTTBR_EL2` for tables at `root` and `vmid` (Arm ARM D24.2.210: BADDR in

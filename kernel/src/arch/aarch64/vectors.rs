@@ -5,7 +5,9 @@
 //! (synchronous, IRQ, FIQ, SError), 0x80 bytes each, the table 2 KiB aligned.
 //! Every entry saves the general registers and the exception registers into a
 //! [`TrapFrame`] on the current stack and calls `handle_exception`; if that
-//! returns, the frame is restored and `eret` resumes (guest exits, in a later issue).
+//! returns, the frame is restored and `eret` resumes. Exceptions from a lower EL
+//! come from a guest: those entries leave through the world switch in
+//! [`super::guest`] instead.
 
 use core::arch::global_asm;
 use core::mem::{offset_of, size_of};
@@ -57,7 +59,8 @@ pub enum VectorKind {
 }
 
 impl VectorKind {
-    fn from_raw(raw: u64) -> VectorKind {
+    /// The kind the assembly passes as a number.
+    pub fn from_raw(raw: u64) -> VectorKind {
         match raw {
             0 => VectorKind::CurrentSync,
             1 => VectorKind::CurrentIrq,
@@ -102,6 +105,15 @@ global_asm!(
     b       exception_common
 .endm
 
+// A lower-EL entry: the guest's x0 and x1 go below the frame of
+// `__transom_guest_run`, the kind to x1, and the world switch takes over.
+.macro GUEST_EXIT kind
+    .balign 0x80
+    stp     x0, x1, [sp, #-16]!
+    mov     x1, #\kind
+    b       __transom_guest_exit
+.endm
+
     .section .text.vectors, "ax"
     .balign 0x800
     .global __vectors
@@ -114,10 +126,10 @@ __vectors:
     VECTOR 1
     VECTOR 2
     VECTOR 3
-    VECTOR 4    // lower EL, AArch64
-    VECTOR 5
-    VECTOR 6
-    VECTOR 7
+    GUEST_EXIT 4    // lower EL, AArch64
+    GUEST_EXIT 5
+    GUEST_EXIT 6
+    GUEST_EXIT 7
     VECTOR 8    // lower EL, AArch32
     VECTOR 8
     VECTOR 8

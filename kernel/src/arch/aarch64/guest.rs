@@ -1,0 +1,239 @@
+//! Running EL1 code in a partition: the world switch into a guest and back out, the
+//! `HCR_EL2` a guest runs under, and access to a partition's RAM from EL2.
+//!
+//! [`run`] saves the hypervisor's callee-saved registers on the EL2 stack, loads the
+//! guest's general registers, `ELR_EL2` and `SPSR_EL2` from a [`GuestContext`] and
+//! `eret`s. Every exception from a lower EL comes back through the vectors to
+//! `__transom_guest_exit`, which stores the guest's registers and the syndrome
+//! registers into the same context and returns from [`run`] with the vector that was
+//! taken. The EL1 system registers and SP_EL1 are not switched: one guest runs on a
+//! CPU at a time and EL2 does not use them. FP/SIMD registers are not switched
+//! either; code run here must not use them (the guests issue adds that state).
+
+use core::arch::{asm, global_asm};
+use core::mem::{offset_of, size_of};
+
+use aarch64_cpu::asm::barrier;
+use aarch64_cpu::registers::{HCR_EL2, SCTLR_EL1, VTTBR_EL2, Writeable};
+use transom_boards::PhysRange;
+
+use super::vectors::VectorKind;
+
+/// A guest's general registers and what the last exit reported.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GuestContext {
+    /// x0..x30.
+    pub x: [u64; 31],
+    /// `ELR_EL2`: where the guest resumes.
+    pub elr: u64,
+    /// `SPSR_EL2`: the guest's PSTATE.
+    pub spsr: u64,
+    /// `ESR_EL2` of the last exit.
+    pub esr: u64,
+    /// `FAR_EL2` of the last exit.
+    pub far: u64,
+    /// `HPFAR_EL2` of the last exit.
+    pub hpfar: u64,
+}
+
+impl GuestContext {
+    /// The IPA of the last stage-2 abort: `HPFAR_EL2.FIPA` (bits 47:4, IPA bits
+    /// 51:12, Arm ARM D24.2.69) with the page offset from `FAR_EL2`. Only meaningful
+    /// after a stage-2 abort (not one on a stage-1 walk).
+    pub fn fault_ipa(&self) -> u64 {
+        const FIPA_MASK: u64 = 0x0000_0fff_ffff_fff0;
+        ((self.hpfar & FIPA_MASK) << 8) | (self.far & 0xfff)
+    }
+}
+
+/// `SPSR_EL2` that enters EL1 using SP_EL1 (`M` = 0b0101, EL1h) with D, A, I and F
+/// masked, as Linux's booting protocol asks of a kernel's entry.
+pub const SPSR_EL1H_MASKED: u64 = 0x3c5;
+
+/// `SCTLR_EL1` with the MMU and caches off: only its RES1 bits (11, 20, 22, 23, 28,
+/// 29 in Armv8.0, Arm ARM D24.2.158), as Linux's `INIT_SCTLR_EL1_MMU_OFF`.
+const SCTLR_EL1_MMU_OFF: u64 = 0x30d0_0800;
+
+/// Bytes of hypervisor state [`run`] keeps on the EL2 stack: x18..x30 and the
+/// context pointer.
+const HOST_FRAME: usize = 14 * 8;
+/// Where the context pointer lies in that frame.
+const HOST_FRAME_CONTEXT: usize = 13 * 8;
+
+const _: () = assert!(HOST_FRAME.is_multiple_of(16));
+const _: () = assert!(offset_of!(GuestContext, elr) == 31 * 8);
+const _: () = assert!(offset_of!(GuestContext, spsr) == offset_of!(GuestContext, elr) + 8);
+const _: () = assert!(offset_of!(GuestContext, far) == offset_of!(GuestContext, esr) + 8);
+const _: () = assert!(size_of::<GuestContext>() == 36 * 8);
+
+/// Puts this CPU in the state a partition's EL1 code runs in: stage 2 on
+/// (`HCR_EL2.VM`) with the tables and VMID of `vttbr`, EL1 in AArch64, physical
+/// IRQ, FIQ and SError routed to EL2, SMC trapped, set/way invalidation upgraded to
+/// clean and invalidate (Arm ARM D24.2.48), and EL1's MMU and caches off.
+pub fn enter_partition(vttbr: u64) {
+    VTTBR_EL2.set(vttbr);
+    SCTLR_EL1.set(SCTLR_EL1_MMU_OFF);
+    HCR_EL2.write(
+        HCR_EL2::VM::Enable
+            + HCR_EL2::RW::EL1IsAarch64
+            + HCR_EL2::IMO::EnableVirtualIRQ
+            + HCR_EL2::FMO::EnableVirtualFIQ
+            + HCR_EL2::AMO::SET
+            + HCR_EL2::TSC::EnableTrapEl1SmcToEl2
+            + HCR_EL2::SWIO::SET,
+    );
+    barrier::isb(barrier::SY);
+}
+
+/// Returns this CPU to the hypervisor's own state: stage 2 off, nothing trapped.
+pub fn leave_partition() {
+    HCR_EL2.write(HCR_EL2::RW::EL1IsAarch64);
+    barrier::isb(barrier::SY);
+}
+
+/// Runs the guest described by `context` until it exits, and returns the vector the
+/// exit came through. The CPU must be set up by [`enter_partition`].
+pub fn run(context: &mut GuestContext) -> VectorKind {
+    unsafe extern "C" {
+        fn __transom_guest_run(context: *mut GuestContext) -> u64;
+    }
+    // SAFETY: `__transom_guest_run` follows the C ABI: it saves x18..x30 on the
+    // stack, restores them and SP before returning, and writes only `*context`,
+    // which the exclusive borrow makes ours. The guest runs at EL1 under the stage 2
+    // `enter_partition` installed, so it can reach only its partition's memory and
+    // cannot touch the EL2 stack or image. It does not use FP/SIMD (the module's
+    // contract), so the hypervisor's FP/SIMD registers survive.
+    let raw = unsafe { __transom_guest_run(context) };
+    VectorKind::from_raw(raw)
+}
+
+/// Copies `bytes` to physical address `address` inside `ram` and makes them visible
+/// to a guest that runs with its caches off: cleaned to the point of coherency, and
+/// the instruction caches invalidated (they may be run as code).
+///
+/// # Panics
+///
+/// If the bytes do not lie inside `ram`.
+pub fn copy_to_guest_ram(ram: PhysRange, address: u64, bytes: &[u8]) {
+    let end = address
+        .checked_add(bytes.len() as u64)
+        .expect("the copy does not wrap");
+    assert!(
+        ram.start <= address && end <= ram.end,
+        "copy to {address:#x}..{end:#x} outside partition RAM {ram}"
+    );
+    // SAFETY: `ram` is a partition's RAM bank, which EL2 maps read-write at its
+    // physical address (the boot code maps every RAM bank the board and firmware
+    // agree on) and which no Rust object of the hypervisor lives in (the board
+    // table's rules keep partition RAM out of the hypervisor's memory); the range
+    // was checked to lie inside it.
+    unsafe {
+        core::ptr::copy_nonoverlapping(bytes.as_ptr(), address as *mut u8, bytes.len());
+    }
+    super::cpu::clean_dcache_to_poc(address, bytes.len() as u64);
+    // SAFETY: invalidates every instruction cache to the point of unification in
+    // the inner shareable domain; no memory is written.
+    unsafe { asm!("ic ialluis", "dsb ish", "isb", options(nostack)) };
+}
+
+/// Reads the 64-bit word a guest wrote at `address` in `ram` with its caches off:
+/// the line is cleaned and invalidated first, so the read misses any stale line.
+///
+/// # Panics
+///
+/// If the word does not lie inside `ram` or is not 8-byte aligned.
+pub fn read_guest_ram_u64(ram: PhysRange, address: u64) -> u64 {
+    assert!(
+        address.is_multiple_of(8) && ram.start <= address && address + 8 <= ram.end,
+        "read of {address:#x} outside partition RAM {ram}"
+    );
+    // SAFETY: `dc civac` writes a line back (if dirty) and drops it; the contents of
+    // memory stay what they are. The address is mapped (see below).
+    unsafe { asm!("dc civac, {}", "dsb sy", in(reg) address, options(nostack)) };
+    // SAFETY: as in `copy_to_guest_ram`, partition RAM is mapped at EL2 and holds no
+    // hypervisor object; the word is aligned and inside the bank.
+    unsafe { core::ptr::read(address as *const u64) }
+}
+
+global_asm!(
+    r#"
+    .section .text, "ax"
+    .global __transom_guest_run
+__transom_guest_run:
+    sub     sp, sp, #{host_frame}
+    stp     x18, x19, [sp, #0]
+    stp     x20, x21, [sp, #16]
+    stp     x22, x23, [sp, #32]
+    stp     x24, x25, [sp, #48]
+    stp     x26, x27, [sp, #64]
+    stp     x28, x29, [sp, #80]
+    stp     x30, x0, [sp, #96]
+    ldp     x1, x2, [x0, #{elr}]
+    msr     elr_el2, x1
+    msr     spsr_el2, x2
+    ldp     x2, x3, [x0, #16]
+    ldp     x4, x5, [x0, #32]
+    ldp     x6, x7, [x0, #48]
+    ldp     x8, x9, [x0, #64]
+    ldp     x10, x11, [x0, #80]
+    ldp     x12, x13, [x0, #96]
+    ldp     x14, x15, [x0, #112]
+    ldp     x16, x17, [x0, #128]
+    ldp     x18, x19, [x0, #144]
+    ldp     x20, x21, [x0, #160]
+    ldp     x22, x23, [x0, #176]
+    ldp     x24, x25, [x0, #192]
+    ldp     x26, x27, [x0, #208]
+    ldp     x28, x29, [x0, #224]
+    ldr     x30, [x0, #240]
+    ldp     x0, x1, [x0, #0]
+    eret
+
+// Entered from a lower-EL vector with the guest's x0 and x1 pushed on the EL2
+// stack (just below the frame `__transom_guest_run` left) and the vector kind in x1.
+    .global __transom_guest_exit
+__transom_guest_exit:
+    ldr     x0, [sp, #16 + {host_context}]
+    stp     x2, x3, [x0, #16]
+    stp     x4, x5, [x0, #32]
+    stp     x6, x7, [x0, #48]
+    stp     x8, x9, [x0, #64]
+    stp     x10, x11, [x0, #80]
+    stp     x12, x13, [x0, #96]
+    stp     x14, x15, [x0, #112]
+    stp     x16, x17, [x0, #128]
+    stp     x18, x19, [x0, #144]
+    stp     x20, x21, [x0, #160]
+    stp     x22, x23, [x0, #176]
+    stp     x24, x25, [x0, #192]
+    stp     x26, x27, [x0, #208]
+    stp     x28, x29, [x0, #224]
+    str     x30, [x0, #240]
+    ldp     x2, x3, [sp], #16
+    stp     x2, x3, [x0, #0]
+    mrs     x2, elr_el2
+    mrs     x3, spsr_el2
+    stp     x2, x3, [x0, #{elr}]
+    mrs     x2, esr_el2
+    mrs     x3, far_el2
+    stp     x2, x3, [x0, #{esr}]
+    mrs     x2, hpfar_el2
+    str     x2, [x0, #{hpfar}]
+    mov     x0, x1
+    ldp     x18, x19, [sp, #0]
+    ldp     x20, x21, [sp, #16]
+    ldp     x22, x23, [sp, #32]
+    ldp     x24, x25, [sp, #48]
+    ldp     x26, x27, [sp, #64]
+    ldp     x28, x29, [sp, #80]
+    ldr     x30, [sp, #96]
+    add     sp, sp, #{host_frame}
+    ret
+"#,
+    host_frame = const HOST_FRAME,
+    host_context = const HOST_FRAME_CONTEXT,
+    elr = const offset_of!(GuestContext, elr),
+    esr = const offset_of!(GuestContext, esr),
+    hpfar = const offset_of!(GuestContext, hpfar),
+);

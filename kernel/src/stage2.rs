@@ -1,0 +1,144 @@
+//! Each partition's stage 2, built at boot from the board table: RAM identity-mapped
+//! after a check against every reserved range, each grant as its window (direct
+//! spans mapped, trapped ones recorded), its own VMID, and a log of all of it.
+
+use alloc::vec::Vec;
+
+use transom_boards::{Board, PhysRange};
+use transom_vmm_core::firmware_tree::FirmwareTree;
+use transom_vmm_core::stage2::layout::Stage2Layout;
+use transom_vmm_core::stage2::reserved::{ReservedRegistry, ReservedSource};
+use transom_vmm_core::stage2::table::{HeapTables, Stage2Error, Stage2Tables};
+use transom_vmm_core::stage2::window::{MappedWindow, PartitionSpace};
+use transom_vmm_core::verdict::Verdict;
+
+use crate::arch::stage2::{self, PartitionTlb};
+
+/// One partition's translation, as its vCPUs use it.
+pub struct PartitionStage2 {
+    /// The partition's name, from the table.
+    pub name: &'static str,
+    /// Its VMID: its index in the table plus one (VMID 0 is never a guest's).
+    pub vmid: u8,
+    /// The `VTTBR_EL2` value: root table and VMID.
+    pub vttbr: u64,
+    /// Its RAM banks, identity-mapped.
+    pub ram: &'static [PhysRange],
+    /// Its windows, in grant order, with the device each shows.
+    pub windows: Vec<(&'static str, MappedWindow)>,
+    /// The tables and the trap table.
+    pub space: PartitionSpace<HeapTables>,
+}
+
+/// Builds every partition's stage 2 (see the module doc), loads `VTCR_EL2` for the
+/// table's granule and this CPU's physical address size, and logs each partition.
+/// Fails, after logging why, if the CPU cannot use the granule, RAM overlaps a
+/// reserved range or the tables cannot be built.
+pub fn build_partition_spaces(
+    board: &Board,
+    tree: &FirmwareTree<'_>,
+) -> Result<Vec<PartitionStage2>, Verdict> {
+    let layout = match Stage2Layout::for_cpu(board.granule, stage2::mmfr0()) {
+        Ok(layout) => layout,
+        Err(error) => {
+            defmt::error!("stage 2: {}", defmt::Display2Format(&error));
+            return Err(Verdict::BoardMismatch);
+        }
+    };
+    stage2::set_vtcr(layout.vtcr());
+    defmt::info!(
+        "stage 2: {=str} granule, {=u32}-bit IPA, start level {=u32} ({=u64} root tables), VTCR_EL2 {=u64:#x}",
+        board.granule.label(),
+        layout.ipa_bits,
+        layout.start_level,
+        layout.root_tables,
+        layout.vtcr()
+    );
+    let reserved = reserved_ranges(board, tree);
+    let mut partitions = Vec::with_capacity(board.partitions.len());
+    for (index, partition) in board.partitions.iter().enumerate() {
+        let Ok(tables) = Stage2Tables::new(layout, HeapTables::new()) else {
+            defmt::error!("stage 2 of {=str}: out of memory", partition.name);
+            return Err(Verdict::TestFailure);
+        };
+        let vmid = index as u8 + 1;
+        let vttbr = stage2::vttbr(tables.root_address(), vmid);
+        let mut tlb = PartitionTlb { vttbr };
+        let mut space = PartitionSpace::new(tables);
+        for &ram in partition.ram {
+            if let Err(conflict) = reserved.check_ram(partition.name, ram) {
+                defmt::error!("stage 2: {}", defmt::Display2Format(&conflict));
+                return Err(Verdict::TestFailure);
+            }
+            space
+                .map_ram(ram, &mut tlb)
+                .map_err(|error| failed(partition.name, &error))?;
+            defmt::info!(
+                "stage 2 of {=str}: RAM {=u64:#x}..{=u64:#x} identity-mapped Normal-WB",
+                partition.name,
+                ram.start,
+                ram.end
+            );
+        }
+        let mut windows = Vec::with_capacity(partition.grants.len());
+        for grant in partition.grants {
+            let Some(region) = board.device(grant.device) else {
+                continue;
+            };
+            let mode = board.mapping(partition, grant);
+            let window = space
+                .map_window(region, mode, &mut tlb)
+                .map_err(|error| failed(partition.name, &error))?;
+            defmt::info!(
+                "stage 2 of {=str}: window {=str} span {=u64:#x}..{=u64:#x} device IPA {=u64:#x} {=str} {=str}",
+                partition.name,
+                region.name,
+                window.span.start,
+                window.span.end,
+                window.device_ipa,
+                region.attributes.label(),
+                window.mode.label()
+            );
+            windows.push((region.name, window));
+        }
+        defmt::info!(
+            "stage 2 of {=str}: VMID {=u8}, VTTBR_EL2 {=u64:#x}, {=u64} table pages",
+            partition.name,
+            vmid,
+            vttbr,
+            space.tables().table_pages()
+        );
+        partitions.push(PartitionStage2 {
+            name: partition.name,
+            vmid,
+            vttbr,
+            ram: partition.ram,
+            windows,
+            space,
+        });
+    }
+    Ok(partitions)
+}
+
+/// Logs why partition `name`'s tables could not be built.
+fn failed(name: &str, error: &Stage2Error) -> Verdict {
+    defmt::error!("stage 2 of {=str}: {}", name, defmt::Debug2Format(error));
+    Verdict::TestFailure
+}
+
+/// The board's reserved ranges and the firmware tree's.
+fn reserved_ranges(board: &Board, tree: &FirmwareTree<'_>) -> ReservedRegistry {
+    let mut reserved = ReservedRegistry::from_board(board);
+    match tree.reserved_memory() {
+        Ok(ranges) => {
+            for range in ranges {
+                reserved.add("firmware reservation", range, ReservedSource::FirmwareTree);
+            }
+        }
+        Err(error) => defmt::warn!(
+            "stage 2: unreadable reserved memory in the firmware's tree: {}",
+            defmt::Debug2Format(&error)
+        ),
+    }
+    reserved
+}
