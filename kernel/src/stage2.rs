@@ -63,7 +63,10 @@ pub fn build_partition_spaces(
         };
         let vmid = index as u8 + 1;
         let vttbr = stage2::vttbr(tables.root_address(), vmid);
-        let mut tlb = PartitionTlb { vttbr };
+        let mut tlb = PartitionTlb {
+            vttbr,
+            page_size: board.granule.size(),
+        };
         let mut space = PartitionSpace::new(tables);
         for &ram in partition.ram {
             if let Err(conflict) = reserved.check_ram(partition.name, ram) {

@@ -30,6 +30,7 @@ const RAM_BASE: u64 = 0x4000_0000;
 struct NoTlb;
 
 impl TlbMaintenance for NoTlb {
+    fn invalidate_entry(&mut self, _ipa: u64) {}
     fn invalidate_range(&mut self, _ipa: u64, _size: u64) {}
     fn publish(&mut self) {}
     fn complete(&mut self) {}

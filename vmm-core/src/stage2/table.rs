@@ -31,10 +31,17 @@ pub trait TableMemory {
 /// the Arm ARM's sequences (D8.16 "Translation Lookaside Buffers", K11.5.3 for
 /// break-before-make), the tests fake it.
 pub trait TlbMaintenance {
-    /// An entry that translated `[ipa, ipa + size)` has just been made invalid:
-    /// make the store visible to the walkers (`DSB ISHST`) and remove the stage-2
-    /// TLB entries for the range (`TLBI IPAS2E1IS` per page or a wider invalidation,
-    /// then `DSB ISH`), before the entry is written again.
+    /// A leaf (block or page) that translated `ipa`, or a table with no valid
+    /// entry left whose walk covered `ipa`, has just been made invalid: make the
+    /// store visible to the walkers (`DSB ISHST`) and remove what the TLBs and walk
+    /// caches hold for it (one `TLBI IPAS2E1IS` at `ipa`: an entry is invalidated
+    /// by any address it translates, whatever its level; then `DSB ISH`), before
+    /// the entry is written again.
+    fn invalidate_entry(&mut self, ipa: u64);
+    /// A table that still translated `[ipa, ipa + size)` through its subtree has
+    /// just been made invalid: as [`TlbMaintenance::invalidate_entry`], for every
+    /// page of the range (`TLBI IPAS2E1IS` per page, or a whole-VMID
+    /// invalidation when that is fewer instructions).
     fn invalidate_range(&mut self, ipa: u64, size: u64);
     /// New entries were written where there were none: make them visible to the
     /// walkers (`DSB ISHST`).
@@ -256,19 +263,29 @@ impl<M: TableMemory> Stage2Tables<M> {
         self.table_pages -= 1;
     }
 
-    /// Replaces the live entry `index` of `table` (which maps `[ipa, ipa + size)`)
-    /// with `new`: invalid first, TLB invalidation, then the new value.
+    /// Replaces the live entry `index` of `table` at `level`, which maps the IPAs
+    /// `entry`, with `new`: invalid first, TLB invalidation, then the new value. A
+    /// leaf or an emptied table needs one invalidation at the entry's start; a
+    /// table with live entries, the whole range.
     fn break_before_make(
         &mut self,
         table: u64,
         index: usize,
-        ipa: u64,
-        size: u64,
+        level: u32,
+        entry: PhysRange,
         new: Descriptor,
         tlb: &mut dyn TlbMaintenance,
     ) {
+        let live_subtree = match Descriptor(self.memory.read(table, index)).decode(level) {
+            Entry::Table(next) => !self.is_empty(next),
+            Entry::Leaf { .. } | Entry::Invalid => false,
+        };
         self.memory.write(table, index, Descriptor::INVALID.0);
-        tlb.invalidate_range(ipa, size);
+        if live_subtree {
+            tlb.invalidate_range(entry.start, entry.size());
+        } else {
+            tlb.invalidate_entry(entry.start);
+        }
         if new.is_valid() {
             self.memory.write(table, index, new.0);
         }
@@ -313,7 +330,14 @@ impl<M: TableMemory> Stage2Tables<M> {
                     continue;
                 }
                 if current.is_valid() {
-                    self.break_before_make(table, index, entry_start, size, new, tlb);
+                    self.break_before_make(
+                        table,
+                        index,
+                        level,
+                        entry_range(entry_start, size),
+                        new,
+                        tlb,
+                    );
                     *broke = true;
                     if let Entry::Table(old) = current.decode(level) {
                         self.free_table(old, level + 1);
@@ -332,7 +356,14 @@ impl<M: TableMemory> Stage2Tables<M> {
                     Entry::Leaf { output, leaf } => {
                         let next = self.split(level, output, &leaf)?;
                         let descriptor = Descriptor::table(next);
-                        self.break_before_make(table, index, entry_start, size, descriptor, tlb);
+                        self.break_before_make(
+                            table,
+                            index,
+                            level,
+                            entry_range(entry_start, size),
+                            descriptor,
+                            tlb,
+                        );
                         *broke = true;
                         next
                     }
@@ -369,8 +400,8 @@ impl<M: TableMemory> Stage2Tables<M> {
                     self.break_before_make(
                         table,
                         index,
-                        entry_start,
-                        size,
+                        level,
+                        entry_range(entry_start, size),
                         Descriptor::INVALID,
                         tlb,
                     );
@@ -381,7 +412,14 @@ impl<M: TableMemory> Stage2Tables<M> {
                 Entry::Leaf { output, leaf } => {
                     let next = self.split(level, output, &leaf)?;
                     let descriptor = Descriptor::table(next);
-                    self.break_before_make(table, index, entry_start, size, descriptor, tlb);
+                    self.break_before_make(
+                        table,
+                        index,
+                        level,
+                        entry_range(entry_start, size),
+                        descriptor,
+                        tlb,
+                    );
                     let chunk = PhysRange {
                         start: ipa,
                         end: chunk_end,
@@ -398,8 +436,8 @@ impl<M: TableMemory> Stage2Tables<M> {
                         self.break_before_make(
                             table,
                             index,
-                            entry_start,
-                            size,
+                            level,
+                            entry_range(entry_start, size),
                             Descriptor::INVALID,
                             tlb,
                         );
@@ -479,5 +517,13 @@ impl TableMemory for HeapTables {
             .get_mut(&address)
             .expect("descriptors only point at tables this allocator made");
         block.storage[block.first + index] = value;
+    }
+}
+
+/// The IPAs an entry of `size` bytes at `start` maps.
+const fn entry_range(start: u64, size: u64) -> PhysRange {
+    PhysRange {
+        start,
+        end: start + size,
     }
 }

@@ -28,6 +28,11 @@ enum Event {
         old: u64,
         new: u64,
     },
+    /// One entry (leaf or emptied table) at `ipa`.
+    InvalidateEntry {
+        ipa: u64,
+    },
+    /// A table's live subtree.
     Invalidate {
         ipa: u64,
         size: u64,
@@ -71,6 +76,9 @@ struct FakeTlb {
 }
 
 impl TlbMaintenance for FakeTlb {
+    fn invalidate_entry(&mut self, ipa: u64) {
+        self.log.borrow_mut().push(Event::InvalidateEntry { ipa });
+    }
     fn invalidate_range(&mut self, ipa: u64, size: u64) {
         self.log.borrow_mut().push(Event::Invalidate { ipa, size });
     }
@@ -122,7 +130,7 @@ fn assert_break_before_make(log: &Log) {
                     pending.insert((table, index), ());
                 }
             }
-            Event::Invalidate { .. } => pending.clear(),
+            Event::Invalidate { .. } | Event::InvalidateEntry { .. } => pending.clear(),
             Event::Publish | Event::Complete => {}
         }
     }
@@ -238,13 +246,45 @@ fn changing_attributes_breaks_before_making() {
         .map(page, page.start, strict, &mut tlb)
         .expect("remaps");
     assert_eq!(tables.translate(page.start).map(|t| t.leaf), Some(strict));
-    assert!(log.borrow().iter().any(|event| matches!(
-        event,
-        Event::Invalidate {
-            ipa: 0x0900_0000,
-            ..
-        }
-    )));
+    // A page is a leaf: one invalidation at its IPA (TLBI IPAS2E1IS), no range.
+    let invalidations: Vec<Event> = log
+        .borrow()
+        .iter()
+        .copied()
+        .filter(|event| {
+            matches!(
+                event,
+                Event::Invalidate { .. } | Event::InvalidateEntry { .. }
+            )
+        })
+        .collect();
+    assert_eq!(invalidations, [Event::InvalidateEntry { ipa: 0x0900_0000 }]);
+    assert_break_before_make(&log);
+}
+
+/// Replacing a table that still maps pages with a block must invalidate every page
+/// the table translated, not just one address (a TLB may hold any of them).
+#[test]
+fn replacing_a_live_table_invalidates_its_whole_range() {
+    let (mut tables, mut tlb, log) = recording(Granule::Size4KiB, 40);
+    let block = PhysRange::new(0x4020_0000, 2 << 20);
+    let page = PhysRange::new(0x4030_0000, 0x1000);
+    tables
+        .map(
+            page,
+            page.start,
+            Leaf::device(MemoryAttributes::DeviceNGnRE),
+            &mut tlb,
+        )
+        .expect("maps a page: a level-3 table under the 2 MiB entry");
+    tables
+        .map(block, block.start, Leaf::RAM, &mut tlb)
+        .expect("maps the block over it");
+    assert_eq!(tables.translate(page.start).map(|t| t.level), Some(2));
+    assert!(log.borrow().contains(&Event::Invalidate {
+        ipa: block.start,
+        size: block.size()
+    }));
     assert_break_before_make(&log);
 }
 
