@@ -12,5 +12,6 @@ extern crate alloc;
 pub mod bootargs;
 pub mod esr;
 pub mod firmware_tree;
+pub mod guest;
 pub mod stage2;
 pub mod verdict;

@@ -1,0 +1,7 @@
+//! What a guest is given: its image (the arm64 Linux `Image` protocol), the bundle
+//! that carries images, initrds and command lines to the hypervisor, and the device
+//! tree each partition's guest boots with.
+
+pub mod bundle;
+pub mod image;
+pub mod tree;
