@@ -13,5 +13,8 @@ pub mod bootargs;
 pub mod esr;
 pub mod firmware_tree;
 pub mod guest;
+pub mod mmio;
+pub mod psci;
 pub mod stage2;
 pub mod verdict;
+pub mod vpl011;
