@@ -13,6 +13,7 @@ pub mod bootargs;
 pub mod esr;
 pub mod firmware_tree;
 pub mod guest;
+pub mod inject;
 pub mod mmio;
 pub mod psci;
 pub mod stage2;
