@@ -190,6 +190,11 @@ impl Machine {
         }
         push(&["-semihosting-config", "enable=on,target=native"]);
         push(&["-kernel", &run.image.display().to_string()]);
+        if let Some(initrd) = &run.initrd {
+            // QEMU loads it after the kernel and names it in `/chosen`
+            // (`linux,initrd-start`/`-end`): how the guest bundle reaches Transom.
+            push(&["-initrd", &initrd.display().to_string()]);
+        }
         if let Some(tree) = &run.device_tree {
             push(&["-dtb", &tree.display().to_string()]);
         }
@@ -214,6 +219,8 @@ pub struct RunConfig {
     pub image: PathBuf,
     /// The device tree for `-dtb`, for machines that need one.
     pub device_tree: Option<PathBuf>,
+    /// The file for `-initrd`: the guest bundle, when the run has guests.
+    pub initrd: Option<PathBuf>,
     /// Bootargs after the exit convention's own.
     pub extra_bootargs: Vec<String>,
     /// Stop at reset and wait for GDB on port 1234.
@@ -299,6 +306,31 @@ mod tests {
         assert_eq!(value_after(&args, "-dtb"), ["rpi4.dtb"]);
         assert!(Machine::Raspi4b.needs_device_tree());
         assert!(value_after(&args, "-smp").is_empty());
+    }
+
+    #[test]
+    fn the_guest_bundle_is_the_initrd_after_the_kernel() {
+        let mut run = RunConfig::new(Path::new("/tmp/image"));
+        for machine in [
+            Machine::Raspi4b,
+            Machine::virt(GicVersion::V3, 4).expect("valid"),
+        ] {
+            assert!(value_after(&machine.arguments(&run), "-initrd").is_empty());
+        }
+        run.initrd = Some(PathBuf::from("target/bundles/qemu-virt.bundle"));
+        for machine in [
+            Machine::Raspi4b,
+            Machine::virt(GicVersion::V3, 4).expect("valid"),
+        ] {
+            let args = machine.arguments(&run);
+            assert_eq!(
+                value_after(&args, "-initrd"),
+                ["target/bundles/qemu-virt.bundle"]
+            );
+            let kernel = args.iter().position(|arg| arg == "-kernel");
+            let initrd = args.iter().position(|arg| arg == "-initrd");
+            assert!(kernel < initrd, "-initrd comes after -kernel: {args:?}");
+        }
     }
 
     #[test]

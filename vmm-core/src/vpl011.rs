@@ -9,8 +9,11 @@
 /// Bytes a line may hold before it is printed anyway.
 pub const LINE_CAPACITY: usize = 120;
 
-/// The register frame's size.
+/// The PL011's own register frame: 4 KiB, the ID registers in its last 32 bytes.
 pub const FRAME_SIZE: u64 = 0x1000;
+
+/// The ID registers take the last 32 bytes of the frame.
+const ID_BYTES: u64 = 0x20;
 
 /// Register offsets (DDI 0183, "Summary of registers").
 mod offset {
@@ -28,7 +31,6 @@ mod offset {
     pub const MIS: u64 = 0x040;
     pub const ICR: u64 = 0x044;
     pub const DMACR: u64 = 0x048;
-    pub const PERIPH_ID0: u64 = 0xfe0;
 }
 
 /// `UARTFR`: receive FIFO empty (bit 4) and transmit FIFO empty (bit 7).
@@ -47,6 +49,7 @@ const IFLS_RESET: u32 = 0x12;
 /// One virtual PL011.
 #[derive(Clone, Debug)]
 pub struct VirtualPl011 {
+    frame_size: u64,
     line: heapless::Vec<u8, LINE_CAPACITY>,
     ibrd: u32,
     fbrd: u32,
@@ -60,14 +63,18 @@ pub struct VirtualPl011 {
 
 impl Default for VirtualPl011 {
     fn default() -> Self {
-        VirtualPl011::new()
+        VirtualPl011::new(FRAME_SIZE)
     }
 }
 
 impl VirtualPl011 {
-    /// A UART in its reset state.
-    pub const fn new() -> Self {
+    /// A UART in its reset state, in a frame of `frame_size` bytes (4 KiB for a
+    /// real PL011; a smaller one where the board has less room). Its ID registers
+    /// are the frame's last 32 bytes, where Linux's AMBA bus reads them
+    /// (`amba_read_periphid`: `size - 0x20`).
+    pub const fn new(frame_size: u64) -> Self {
         VirtualPl011 {
+            frame_size,
             line: heapless::Vec::new(),
             ibrd: 0,
             fbrd: 0,
@@ -95,8 +102,10 @@ impl VirtualPl011 {
             offset::DMACR => self.dmacr,
             // DR (nothing received), RSR (no errors), RIS/MIS (nothing pending).
             offset::DR | offset::RSR | offset::RIS | offset::MIS => 0,
-            id if (offset::PERIPH_ID0..FRAME_SIZE).contains(&id) && id.is_multiple_of(4) => {
-                ID_REGISTERS[((id - offset::PERIPH_ID0) / 4) as usize]
+            id if (self.frame_size.saturating_sub(ID_BYTES)..self.frame_size).contains(&id)
+                && id.is_multiple_of(4) =>
+            {
+                ID_REGISTERS[((id - self.frame_size.saturating_sub(ID_BYTES)) / 4) as usize]
             }
             _ => 0,
         }
@@ -172,7 +181,7 @@ mod tests {
 
     #[test]
     fn text_comes_out_a_line_at_a_time() {
-        let mut uart = VirtualPl011::new();
+        let mut uart = VirtualPl011::new(FRAME_SIZE);
         assert_eq!(collect(&mut uart, "hello\r\nwor"), ["hello"]);
         assert_eq!(collect(&mut uart, "ld\n"), ["world"]);
         let mut flushed = Vec::new();
@@ -183,7 +192,7 @@ mod tests {
 
     #[test]
     fn a_long_line_is_split_at_the_capacity() {
-        let mut uart = VirtualPl011::new();
+        let mut uart = VirtualPl011::new(FRAME_SIZE);
         let text: String = "x".repeat(LINE_CAPACITY + 5);
         let lines = collect(&mut uart, &text);
         assert_eq!(lines.len(), 1);
@@ -194,7 +203,7 @@ mod tests {
     /// which is what drivers poll before writing UARTDR.
     #[test]
     fn flags_say_ready_to_send_and_nothing_received() {
-        let uart = VirtualPl011::new();
+        let uart = VirtualPl011::new(FRAME_SIZE);
         assert_eq!(uart.read(offset::FR), 0x90);
         assert_eq!(uart.read(offset::DR), 0);
         assert_eq!(uart.read(offset::CR), 0x300);
@@ -202,7 +211,7 @@ mod tests {
 
     #[test]
     fn control_registers_keep_what_is_written() {
-        let mut uart = VirtualPl011::new();
+        let mut uart = VirtualPl011::new(FRAME_SIZE);
         uart.write(offset::IBRD, 13, |_| {});
         uart.write(offset::FBRD, 1, |_| {});
         uart.write(offset::LCR_H, 0x70, |_| {});
@@ -221,12 +230,16 @@ mod tests {
     /// PeriphID0/1 give part number 0x011, PCellID0..3 the 0xB105F00D cell ID.
     #[test]
     fn identifies_as_a_pl011_primecell() {
-        let uart = VirtualPl011::new();
+        let uart = VirtualPl011::new(FRAME_SIZE);
         let ids: Vec<u32> = (0..8).map(|i| uart.read(0xfe0 + 4 * i)).collect();
         assert_eq!(ids, ID_REGISTERS);
         let part = (ids[1] & 0xf) << 8 | ids[0];
         assert_eq!(part, 0x011);
         let cell = ids[4] | ids[5] << 8 | ids[6] << 16 | ids[7] << 24;
         assert_eq!(cell, 0xb105_f00d);
+        // In a 0x200-byte frame (the Pi's UART0 slot) they move to 0x1e0.
+        let small = VirtualPl011::new(0x200);
+        assert_eq!(small.read(0x1e0), 0x11);
+        assert_eq!(small.read(0xfe0), 0);
     }
 }

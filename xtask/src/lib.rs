@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod boards;
+pub mod bundle;
 pub mod ci;
 pub mod image;
 pub mod log_decode;

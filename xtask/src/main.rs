@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use transom_qemu::{GicVersion, RunConfig, VirtCpu};
 use xtask::boards::BoardName;
 use xtask::run::{Echo, Ending};
-use xtask::{bench, ci, image, prereq, run};
+use xtask::{bench, bundle, ci, image, prereq, run};
 
 #[derive(Parser)]
 #[command(about = "Build, boot and test Transom", version)]
@@ -79,6 +79,17 @@ struct QemuArgs {
     /// Extra hypervisor options, e.g. `transom.selftest=panic`.
     #[arg(long = "bootarg")]
     bootargs: Vec<String>,
+    /// A partition's guest kernel, an arm64 Linux `Image` (repeat for each
+    /// partition); the guests go to the hypervisor in a bundle passed as `-initrd`.
+    #[arg(long = "guest", value_name = "PARTITION=IMAGE")]
+    guests: Vec<String>,
+    /// The initrd of a partition given with `--guest`.
+    #[arg(long = "initrd", value_name = "PARTITION=FILE")]
+    initrds: Vec<String>,
+    /// The kernel command line of a partition given with `--guest` (not the
+    /// hypervisor's: that is `--bootarg`).
+    #[arg(long = "bootargs", value_name = "PARTITION=\"...\"")]
+    guest_bootargs: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -127,6 +138,12 @@ fn qemu(args: &QemuArgs) -> Result<ExitCode> {
         bail!("--cpu max is for QEMU virt; raspi4b always has Cortex-A72s");
     }
     let machine = args.board.machine(gic, args.smp)?.with_cpu(cpu);
+    let guests = bundle::GuestFlags {
+        guests: args.guests.clone(),
+        initrds: args.initrds.clone(),
+        bootargs: args.guest_bootargs.clone(),
+    };
+    let guest_bundle = bundle::prepare(args.board, &guests)?;
     let built = image::build(args.board)?;
     eprintln!(
         "xtask: booting {} on QEMU {} ({} CPUs), image {}",
@@ -138,6 +155,13 @@ fn qemu(args: &QemuArgs) -> Result<ExitCode> {
     let mut config = RunConfig::new(&built.image);
     if machine.needs_device_tree() {
         config.device_tree = Some(image::rpi4_device_tree()?);
+    }
+    if let Some(path) = guest_bundle {
+        let size = std::fs::metadata(&path)
+            .with_context(|| path.display().to_string())?
+            .len();
+        eprintln!("xtask: guest bundle {}", image::describe_size(&path, size));
+        config.initrd = Some(path);
     }
     config.extra_bootargs = args.bootargs.clone();
     config.gdb = args.gdb;
