@@ -10,7 +10,7 @@ use crate::arch::mmu::{self, MemoryPlan, MmuRegisters};
 use crate::arch::vectors::{TrapFrame, VectorKind};
 use crate::board_table::{self, DeviceWindows};
 use crate::log::ConsoleCell;
-use crate::{Board, arch, exit, heap, smp, stage2, stage2_probe};
+use crate::{Board, arch, exit, guest_load, heap, smp, stage2, stage2_probe, vcpu};
 use transom_vmm_core::firmware_tree::{FirmwareTree, Ranges, TreeError};
 
 /// An address no board maps: just below the top of the 39-bit EL2 VA space.
@@ -81,7 +81,14 @@ pub fn primary_main<B: Board>(device_tree: usize, console: &'static ConsoleCell<
         });
     }
     run_selftest(options.selftest);
-    exit::end_run(online)
+    let (partitions, starts) = match guest_load::load(&board, tree, partitions) {
+        Ok(loaded) => loaded,
+        Err(verdict) => exit::end_run(verdict),
+    };
+    if starts.is_empty() || online != Verdict::Pass {
+        exit::end_run(online);
+    }
+    exit::end_run(vcpu::launch(partitions, &starts))
 }
 
 /// The board table with `granule` (from `transom.granule`) instead of its own, and

@@ -15,6 +15,7 @@ pub mod arch;
 mod board_table;
 pub mod boot;
 mod exit;
+mod guest_load;
 mod heap;
 #[allow(unsafe_code)]
 pub mod log;
@@ -22,6 +23,7 @@ mod panic;
 mod smp;
 mod stage2;
 mod stage2_probe;
+mod vcpu;
 
 use core::convert::Infallible;
 

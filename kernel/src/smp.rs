@@ -100,6 +100,12 @@ pub fn secondary_main(index: usize) -> ! {
         arch::cpu::current_el()
     );
     ONLINE[index].store(true, Ordering::Release);
-    // Nothing to run yet: partitions come with the guests issue.
-    arch::cpu::park()
+    crate::vcpu::serve(index)
+}
+
+/// Whether CPU `index` has reported in.
+pub fn is_online(index: usize) -> bool {
+    ONLINE
+        .get(index)
+        .is_some_and(|online| online.load(Ordering::Acquire))
 }

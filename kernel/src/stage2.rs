@@ -22,6 +22,9 @@ pub struct PartitionStage2 {
     pub vmid: u8,
     /// The `VTTBR_EL2` value: root table and VMID.
     pub vttbr: u64,
+    /// The `VTCR_EL2` value (the same for every partition; each CPU that runs a
+    /// vCPU loads it).
+    pub vtcr: u64,
     /// Its RAM banks, identity-mapped.
     pub ram: &'static [PhysRange],
     /// Its windows, in grant order, with the device each shows.
@@ -115,6 +118,7 @@ pub fn build_partition_spaces(
             name: partition.name,
             vmid,
             vttbr,
+            vtcr: layout.vtcr(),
             ram: partition.ram,
             windows,
             space,

@@ -18,7 +18,8 @@ use xtask::run::{self, Echo, Outcome};
 /// Generous: a raspi4b boot takes about a second, but CI machines are shared.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn built(board: BoardName) -> BuiltImage {
+/// The image of `board`, built once per test binary.
+pub fn built(board: BoardName) -> BuiltImage {
     static IMAGES: OnceLock<Mutex<HashMap<BoardName, BuiltImage>>> = OnceLock::new();
     let images = IMAGES.get_or_init(|| Mutex::new(HashMap::new()));
     let mut images = images

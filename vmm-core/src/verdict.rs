@@ -23,16 +23,20 @@ pub enum Verdict {
     /// device tree does not have (the image was built for another machine or memory
     /// size), or a stage-2 granule the CPU lacks or the table's rules reject.
     BoardMismatch = 13,
+    /// A guest was refused: a truncated or unknown bundle, a file that is not an
+    /// arm64 `Image`, a guest that does not fit its partition.
+    BadGuest = 14,
 }
 
 impl Verdict {
     /// Every verdict, in code order.
-    pub const ALL: [Verdict; 5] = [
+    pub const ALL: [Verdict; 6] = [
         Verdict::Pass,
         Verdict::TestFailure,
         Verdict::Panic,
         Verdict::UnexpectedException,
         Verdict::BoardMismatch,
+        Verdict::BadGuest,
     ];
 
     /// The process exit code QEMU reports for this verdict.
@@ -56,6 +60,7 @@ impl fmt::Display for Verdict {
             Verdict::Panic => "panic",
             Verdict::UnexpectedException => "unexpected exception",
             Verdict::BoardMismatch => "board table does not match the machine",
+            Verdict::BadGuest => "a guest was refused",
         };
         f.write_str(text)
     }

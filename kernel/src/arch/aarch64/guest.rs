@@ -6,9 +6,10 @@
 //! `eret`s. Every exception from a lower EL comes back through the vectors to
 //! `__transom_guest_exit`, which stores the guest's registers and the syndrome
 //! registers into the same context and returns from [`run`] with the vector that was
-//! taken. The EL1 system registers and SP_EL1 are not switched: one guest runs on a
-//! CPU at a time and EL2 does not use them. FP/SIMD registers are not switched
-//! either; code run here must not use them (the guests issue adds that state).
+//! taken. The guest's FP/SIMD registers are switched in the assembly too, so the
+//! hypervisor's Rust code may use them between exits; the hypervisor's callee-saved
+//! d8..d15 are kept. The EL1 system registers and SP_EL1 are not switched: each
+//! vCPU is pinned to its own physical CPU and EL2 does not use them.
 
 use core::arch::{asm, global_asm};
 use core::mem::{offset_of, size_of};
@@ -19,8 +20,20 @@ use transom_boards::PhysRange;
 
 use super::vectors::VectorKind;
 
-/// A guest's general registers and what the last exit reported.
-#[repr(C)]
+/// A guest's FP/SIMD registers.
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FpRegisters {
+    /// q0..q31.
+    pub q: [u128; 32],
+    /// `FPSR`.
+    pub fpsr: u64,
+    /// `FPCR`.
+    pub fpcr: u64,
+}
+
+/// A guest's general and FP/SIMD registers and what the last exit reported.
+#[repr(C, align(16))]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GuestContext {
     /// x0..x30.
@@ -35,6 +48,8 @@ pub struct GuestContext {
     pub far: u64,
     /// `HPFAR_EL2` of the last exit.
     pub hpfar: u64,
+    /// FP/SIMD state.
+    pub fp: FpRegisters,
 }
 
 impl GuestContext {
@@ -55,17 +70,21 @@ pub const SPSR_EL1H_MASKED: u64 = 0x3c5;
 /// 29 in Armv8.0, Arm ARM D24.2.158), as Linux's `INIT_SCTLR_EL1_MMU_OFF`.
 const SCTLR_EL1_MMU_OFF: u64 = 0x30d0_0800;
 
-/// Bytes of hypervisor state [`run`] keeps on the EL2 stack: x18..x30 and the
-/// context pointer.
-const HOST_FRAME: usize = 14 * 8;
+/// Bytes of hypervisor state [`run`] keeps on the EL2 stack: x18..x30, the context
+/// pointer, and d8..d15 (callee-saved in AAPCS64).
+const HOST_FRAME: usize = 14 * 8 + 8 * 8;
 /// Where the context pointer lies in that frame.
 const HOST_FRAME_CONTEXT: usize = 13 * 8;
+/// Where d8..d15 lie in that frame.
+const HOST_FRAME_FP: usize = 14 * 8;
 
 const _: () = assert!(HOST_FRAME.is_multiple_of(16));
 const _: () = assert!(offset_of!(GuestContext, elr) == 31 * 8);
 const _: () = assert!(offset_of!(GuestContext, spsr) == offset_of!(GuestContext, elr) + 8);
 const _: () = assert!(offset_of!(GuestContext, far) == offset_of!(GuestContext, esr) + 8);
-const _: () = assert!(size_of::<GuestContext>() == 36 * 8);
+const _: () = assert!(offset_of!(GuestContext, fp) == 36 * 8);
+const _: () = assert!(offset_of!(FpRegisters, fpcr) == offset_of!(FpRegisters, fpsr) + 8);
+const _: () = assert!(size_of::<GuestContext>() == 36 * 8 + size_of::<FpRegisters>());
 
 /// Puts this CPU in the state a partition's EL1 code runs in: stage 2 on
 /// (`HCR_EL2.VM`) with the tables and VMID of `vttbr`, EL1 in AArch64, physical
@@ -86,6 +105,103 @@ pub fn enter_partition(vttbr: u64) {
     barrier::isb(barrier::SY);
 }
 
+/// Sets up this CPU for vCPU `vcpu` of a partition: `VMPIDR_EL2` (what the guest
+/// reads as `MPIDR_EL1`: bit 31 RES1, Aff0 = the vCPU index, so the partition's
+/// vCPUs are numbered from 0 whatever physical CPUs they run on), `VPIDR_EL2` (the
+/// real `MIDR_EL1`), the physical counter readable from EL1 but the physical timer
+/// trapped (`CNTHCTL_EL2.EL1PCTEN` = 1, `EL1PCEN` = 0, Arm ARM D24.2.27 with
+/// `HCR_EL2.E2H` = 0), and no virtual counter offset (`CNTVOFF_EL2` = 0); loads
+/// `vtcr` into `VTCR_EL2` (each CPU has its own), then [`enter_partition`].
+pub fn enter_vcpu(vttbr: u64, vtcr: u64, vcpu: usize) {
+    const VMPIDR_RES1: u64 = 1 << 31;
+    const CNTHCTL_EL1PCTEN: u64 = 1 << 0;
+    let vmpidr = VMPIDR_RES1 | (vcpu as u64 & 0xff);
+    // SAFETY: these EL2 registers only shape what EL1 sees; the hypervisor itself
+    // reads none of them.
+    unsafe {
+        asm!(
+            "mrs {midr}, midr_el1",
+            "msr vpidr_el2, {midr}",
+            "msr vmpidr_el2, {vmpidr}",
+            "msr cnthctl_el2, {cnthctl}",
+            "msr cntvoff_el2, xzr",
+            midr = out(reg) _,
+            vmpidr = in(reg) vmpidr,
+            cnthctl = in(reg) CNTHCTL_EL1PCTEN,
+            options(nostack)
+        )
+    };
+    super::stage2::set_vtcr(vtcr);
+    enter_partition(vttbr);
+}
+
+/// Makes the guest take the exception `injection` describes at its next entry:
+/// its EL1 exception registers as the hardware would set them (`ESR_EL1`,
+/// `FAR_EL1` = the address of the exit, `ELR_EL1` = where it was, `SPSR_EL1`), and
+/// the context resumed at `VBAR_EL1` + the vector offset in the new PSTATE.
+pub fn inject(context: &mut GuestContext, injection: &transom_vmm_core::inject::Injection) {
+    let vbar: u64;
+    // SAFETY: writes the guest's EL1 exception registers, which only the guest
+    // reads (EL2 uses the EL2 ones), and reads VBAR_EL1.
+    unsafe {
+        asm!(
+            "msr esr_el1, {esr}",
+            "msr far_el1, {far}",
+            "msr elr_el1, {elr}",
+            "msr spsr_el1, {spsr}",
+            "mrs {vbar}, vbar_el1",
+            esr = in(reg) injection.esr,
+            far = in(reg) context.far,
+            elr = in(reg) context.elr,
+            spsr = in(reg) injection.spsr_el1,
+            vbar = out(reg) vbar,
+            options(nostack)
+        )
+    };
+    context.elr = vbar + injection.vector_offset;
+    context.spsr = injection.pstate;
+}
+
+/// Reads `size` bytes (1, 2, 4 or 8) at device address `address` with exactly one
+/// load of that width.
+///
+/// # Panics
+///
+/// For another size; callers check the size and alignment against the trap
+/// window first.
+pub fn mmio_read(address: u64, size: u8) -> u64 {
+    let value: u64;
+    // SAFETY: `address` lies in a trapped window the board table grants to the
+    // partition, which EL2 maps as device memory (`el2_device_windows`); one load of
+    // the guest's width is what the guest asked the device for.
+    unsafe {
+        match size {
+            1 => asm!("ldrb {0:w}, [{1}]", out(reg) value, in(reg) address, options(nostack)),
+            2 => asm!("ldrh {0:w}, [{1}]", out(reg) value, in(reg) address, options(nostack)),
+            4 => asm!("ldr {0:w}, [{1}]", out(reg) value, in(reg) address, options(nostack)),
+            8 => asm!("ldr {0}, [{1}]", out(reg) value, in(reg) address, options(nostack)),
+            _ => panic!("no {size}-byte load"),
+        }
+    }
+    value
+}
+
+/// Writes the low `size` bytes (1, 2, 4 or 8) of `value` to device address
+/// `address` with exactly one store of that width.
+pub fn mmio_write(address: u64, size: u8, value: u64) {
+    // SAFETY: as in `mmio_read`: a device address of a trapped window, mapped at
+    // EL2, written once with the guest's width.
+    unsafe {
+        match size {
+            1 => asm!("strb {0:w}, [{1}]", in(reg) value, in(reg) address, options(nostack)),
+            2 => asm!("strh {0:w}, [{1}]", in(reg) value, in(reg) address, options(nostack)),
+            4 => asm!("str {0:w}, [{1}]", in(reg) value, in(reg) address, options(nostack)),
+            8 => asm!("str {0}, [{1}]", in(reg) value, in(reg) address, options(nostack)),
+            _ => panic!("no {size}-byte store"),
+        }
+    }
+}
+
 /// Returns this CPU to the hypervisor's own state: stage 2 off, nothing trapped.
 pub fn leave_partition() {
     HCR_EL2.write(HCR_EL2::RW::EL1IsAarch64);
@@ -102,8 +218,8 @@ pub fn run(context: &mut GuestContext) -> VectorKind {
     // stack, restores them and SP before returning, and writes only `*context`,
     // which the exclusive borrow makes ours. The guest runs at EL1 under the stage 2
     // `enter_partition` installed, so it can reach only its partition's memory and
-    // cannot touch the EL2 stack or image. It does not use FP/SIMD (the module's
-    // contract), so the hypervisor's FP/SIMD registers survive.
+    // cannot touch the EL2 stack or image. The assembly restores d8..d15 and
+    // leaves the other FP/SIMD registers caller-saved, as the ABI allows.
     let raw = unsafe { __transom_guest_run(context) };
     VectorKind::from_raw(raw)
 }
@@ -169,6 +285,30 @@ __transom_guest_run:
     stp     x26, x27, [sp, #64]
     stp     x28, x29, [sp, #80]
     stp     x30, x0, [sp, #96]
+    stp     d8, d9, [sp, #{host_fp}]
+    stp     d10, d11, [sp, #{host_fp} + 16]
+    stp     d12, d13, [sp, #{host_fp} + 32]
+    stp     d14, d15, [sp, #{host_fp} + 48]
+    add     x1, x0, #{fp}
+    ldp     q0, q1, [x1], #32
+    ldp     q2, q3, [x1], #32
+    ldp     q4, q5, [x1], #32
+    ldp     q6, q7, [x1], #32
+    ldp     q8, q9, [x1], #32
+    ldp     q10, q11, [x1], #32
+    ldp     q12, q13, [x1], #32
+    ldp     q14, q15, [x1], #32
+    ldp     q16, q17, [x1], #32
+    ldp     q18, q19, [x1], #32
+    ldp     q20, q21, [x1], #32
+    ldp     q22, q23, [x1], #32
+    ldp     q24, q25, [x1], #32
+    ldp     q26, q27, [x1], #32
+    ldp     q28, q29, [x1], #32
+    ldp     q30, q31, [x1], #32
+    ldp     x2, x3, [x1]
+    msr     fpsr, x2
+    msr     fpcr, x3
     ldp     x1, x2, [x0, #{elr}]
     msr     elr_el2, x1
     msr     spsr_el2, x2
@@ -220,6 +360,30 @@ __transom_guest_exit:
     stp     x2, x3, [x0, #{esr}]
     mrs     x2, hpfar_el2
     str     x2, [x0, #{hpfar}]
+    add     x2, x0, #{fp}
+    stp     q0, q1, [x2], #32
+    stp     q2, q3, [x2], #32
+    stp     q4, q5, [x2], #32
+    stp     q6, q7, [x2], #32
+    stp     q8, q9, [x2], #32
+    stp     q10, q11, [x2], #32
+    stp     q12, q13, [x2], #32
+    stp     q14, q15, [x2], #32
+    stp     q16, q17, [x2], #32
+    stp     q18, q19, [x2], #32
+    stp     q20, q21, [x2], #32
+    stp     q22, q23, [x2], #32
+    stp     q24, q25, [x2], #32
+    stp     q26, q27, [x2], #32
+    stp     q28, q29, [x2], #32
+    stp     q30, q31, [x2], #32
+    mrs     x3, fpsr
+    mrs     x4, fpcr
+    stp     x3, x4, [x2]
+    ldp     d8, d9, [sp, #{host_fp}]
+    ldp     d10, d11, [sp, #{host_fp} + 16]
+    ldp     d12, d13, [sp, #{host_fp} + 32]
+    ldp     d14, d15, [sp, #{host_fp} + 48]
     mov     x0, x1
     ldp     x18, x19, [sp, #0]
     ldp     x20, x21, [sp, #16]
@@ -233,6 +397,8 @@ __transom_guest_exit:
 "#,
     host_frame = const HOST_FRAME,
     host_context = const HOST_FRAME_CONTEXT,
+    host_fp = const HOST_FRAME_FP,
+    fp = const offset_of!(GuestContext, fp),
     elr = const offset_of!(GuestContext, elr),
     esr = const offset_of!(GuestContext, esr),
     hpfar = const offset_of!(GuestContext, hpfar),

@@ -101,3 +101,20 @@ pub fn device_tree_blob(address: usize) -> Option<&'static [u8]> {
     // firmware placed it in RAM that nothing else writes.
     Some(unsafe { slice::from_raw_parts(address as *const u8, total_size) })
 }
+
+/// The bytes of the initrd the firmware loaded at `range`, which the boot code
+/// checked lies in RAM the EL2 tables map and outside every partition's RAM.
+///
+/// # Panics
+///
+/// If the range is empty or does not fit the address space.
+pub fn initrd_bytes(range: PhysRange) -> &'static [u8] {
+    let len = usize::try_from(range.size()).expect("the initrd fits the address space");
+    assert!(len > 0, "an empty initrd");
+    // SAFETY: the firmware loaded the initrd at `range` (its `/chosen` says so) in
+    // RAM that EL2 maps read-write; no hypervisor object lives there (the heap and
+    // image are in the board's hypervisor memory, which the firmware's initrd
+    // avoids) and no guest can reach it (the cross-check refuses an initrd inside
+    // partition RAM), so nothing writes it while this shared borrow lives.
+    unsafe { slice::from_raw_parts(range.start as *const u8, len) }
+}

@@ -1,0 +1,471 @@
+//! Partitions at run time: each vCPU pinned to its own physical CPU, entered
+//! through the world switch, and every exit sent by one dispatcher to a small
+//! handler named after what the guest did.
+//!
+//! The boot CPU builds the partitions, publishes them, and hands each partition's
+//! first vCPU to the partition's first CPU through that CPU's mailbox. A vCPU runs
+//! until it turns itself off (`CPU_OFF`) or its partition stops (`SYSTEM_OFF`,
+//! `SYSTEM_RESET`, or an exit Transom cannot handle); the boot CPU ends the run when
+//! every started partition has stopped.
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+use spin::{Mutex, Once};
+use transom_boards::PhysRange;
+use transom_vmm_core::esr::{Esr, ExceptionClass};
+use transom_vmm_core::mmio;
+use transom_vmm_core::psci::{self, Action, VcpuState};
+use transom_vmm_core::verdict::Verdict;
+use transom_vmm_core::vpl011::VirtualPl011;
+use transom_vmm_core::{inject, inject::Injection};
+
+use crate::arch::guest::{self, GuestContext};
+use crate::arch::vectors::VectorKind;
+use crate::arch::{self, MAX_CPUS};
+use crate::stage2::PartitionStage2;
+
+/// The most vCPUs a partition has.
+pub const MAX_VCPUS: usize = MAX_CPUS;
+
+/// A partition as its vCPUs share it.
+pub struct Partition {
+    /// Its stage 2 and windows.
+    pub stage2: PartitionStage2,
+    /// The physical CPU of each vCPU, from the board table.
+    pub cpus: &'static [usize],
+    /// The virtual PL011's exact IPA range, if the partition has one.
+    pub vuart_range: Option<PhysRange>,
+    vuart: Mutex<VirtualPl011>,
+    vcpus: [AtomicU8; MAX_VCPUS],
+    stopped: AtomicBool,
+    failed: AtomicBool,
+}
+
+impl Partition {
+    /// A partition over `stage2`, its vCPUs on `cpus`, with a virtual PL011 at
+    /// `vuart_range` (if any).
+    pub fn new(
+        stage2: PartitionStage2,
+        cpus: &'static [usize],
+        vuart_range: Option<PhysRange>,
+    ) -> Self {
+        let frame = vuart_range.map_or(0, |range| range.size());
+        Partition {
+            stage2,
+            cpus,
+            vuart_range,
+            vuart: Mutex::new(VirtualPl011::new(frame)),
+            vcpus: [const { AtomicU8::new(STATE_OFF) }; MAX_VCPUS],
+            stopped: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        self.stage2.name
+    }
+
+    fn set_state(&self, vcpu: usize, state: VcpuState) {
+        self.vcpus[vcpu].store(encode(state), Ordering::Release);
+    }
+
+    /// Stops the partition; `failed` if it stopped on an error.
+    fn stop(&self, failed: bool) {
+        if failed {
+            self.failed.store(true, Ordering::Release);
+        }
+        self.flush_console();
+        self.stopped.store(true, Ordering::Release);
+        arch::cpu::send_event();
+    }
+
+    fn flush_console(&self) {
+        let name = self.name();
+        self.vuart.lock().flush(|line| print_line(name, line));
+    }
+}
+
+impl psci::Partition for Partition {
+    fn vcpu_by_mpidr(&self, mpidr: u64) -> Option<usize> {
+        let vcpu = usize::try_from(mpidr).ok()?;
+        (vcpu < self.cpus.len()).then_some(vcpu)
+    }
+
+    fn state(&self, vcpu: usize) -> VcpuState {
+        decode(self.vcpus[vcpu].load(Ordering::Acquire))
+    }
+}
+
+const STATE_OFF: u8 = 0;
+const STATE_PENDING: u8 = 1;
+const STATE_ON: u8 = 2;
+
+fn encode(state: VcpuState) -> u8 {
+    match state {
+        VcpuState::Off => STATE_OFF,
+        VcpuState::OnPending => STATE_PENDING,
+        VcpuState::On => STATE_ON,
+    }
+}
+
+fn decode(raw: u8) -> VcpuState {
+    match raw {
+        STATE_PENDING => VcpuState::OnPending,
+        STATE_ON => VcpuState::On,
+        _ => VcpuState::Off,
+    }
+}
+
+/// What a physical CPU is asked to run.
+#[derive(Clone, Copy)]
+struct Assignment {
+    partition: usize,
+    vcpu: usize,
+    entry: u64,
+    x0: u64,
+}
+
+static PARTITIONS: Once<Vec<Partition>> = Once::new();
+static MAILBOX: [Mutex<Option<Assignment>>; MAX_CPUS] = [const { Mutex::new(None) }; MAX_CPUS];
+
+/// How a vCPU is started: its entry point and x0 (the device tree, for Linux).
+#[derive(Clone, Copy)]
+pub struct Start {
+    /// The partition's index in the list given to [`launch`].
+    pub partition: usize,
+    /// The entry IPA.
+    pub entry: u64,
+    /// x0 at entry.
+    pub x0: u64,
+}
+
+/// Publishes `partitions`, starts vCPU 0 of each partition in `starts` on its
+/// first CPU, and waits on the boot CPU until every started partition has stopped.
+pub fn launch(partitions: Vec<Partition>, starts: &[Start]) -> Verdict {
+    let partitions = PARTITIONS.call_once(|| partitions);
+    for start in starts {
+        let partition = &partitions[start.partition];
+        let Some(&cpu) = partition.cpus.first() else {
+            defmt::error!("partition {=str} has no CPU", partition.name());
+            return Verdict::TestFailure;
+        };
+        if !crate::smp::is_online(cpu) {
+            defmt::error!(
+                "partition {=str}: its CPU {=usize} is not online",
+                partition.name(),
+                cpu
+            );
+            return Verdict::TestFailure;
+        }
+        defmt::info!(
+            "partition {=str}: vCPU 0 on CPU {=usize}, entry {=u64:#x}, x0 {=u64:#x}",
+            partition.name(),
+            cpu,
+            start.entry,
+            start.x0
+        );
+        partition.set_state(0, VcpuState::OnPending);
+        post(
+            cpu,
+            Assignment {
+                partition: start.partition,
+                vcpu: 0,
+                entry: start.entry,
+                x0: start.x0,
+            },
+        );
+    }
+    loop {
+        let started = starts.iter().map(|start| &partitions[start.partition]);
+        if started
+            .clone()
+            .all(|partition| partition.stopped.load(Ordering::Acquire))
+        {
+            let failed = started
+                .clone()
+                .filter(|p| p.failed.load(Ordering::Acquire))
+                .count();
+            return if failed == 0 {
+                defmt::info!("every partition has stopped");
+                Verdict::Pass
+            } else {
+                defmt::error!("{=usize} partitions stopped on an error", failed);
+                Verdict::TestFailure
+            };
+        }
+        arch::cpu::wait_for_event();
+    }
+}
+
+fn post(cpu: usize, assignment: Assignment) {
+    *MAILBOX[cpu].lock() = Some(assignment);
+    arch::cpu::send_event();
+}
+
+/// A secondary CPU's life: wait for a vCPU to run, run it, wait again.
+pub fn serve(cpu: usize) -> ! {
+    loop {
+        let assignment = MAILBOX[cpu].lock().take();
+        match assignment {
+            Some(assignment) => run(assignment),
+            None => arch::cpu::wait_for_event(),
+        }
+    }
+}
+
+/// What the dispatcher decided.
+enum Flow {
+    /// Enter the guest again.
+    Resume,
+    /// This vCPU is off.
+    Off,
+}
+
+fn run(assignment: Assignment) {
+    let Some(partitions) = PARTITIONS.get() else {
+        return;
+    };
+    let partition = &partitions[assignment.partition];
+    let vcpu = assignment.vcpu;
+    let mut context = GuestContext {
+        elr: assignment.entry,
+        spsr: guest::SPSR_EL1H_MASKED,
+        ..GuestContext::default()
+    };
+    context.x[0] = assignment.x0;
+    guest::enter_vcpu(partition.stage2.vttbr, partition.stage2.vtcr, vcpu);
+    partition.set_state(vcpu, VcpuState::On);
+    while !partition.stopped.load(Ordering::Acquire) {
+        let kind = guest::run(&mut context);
+        match dispatch(partitions, assignment.partition, vcpu, kind, &mut context) {
+            Flow::Resume => {}
+            Flow::Off => break,
+        }
+    }
+    partition.set_state(vcpu, VcpuState::Off);
+    guest::leave_partition();
+}
+
+/// Sends an exit to its handler.
+fn dispatch(
+    partitions: &[Partition],
+    index: usize,
+    vcpu: usize,
+    kind: VectorKind,
+    context: &mut GuestContext,
+) -> Flow {
+    let partition = &partitions[index];
+    match kind {
+        VectorKind::LowerSync => {
+            let esr = Esr(context.esr);
+            match esr.class() {
+                ExceptionClass::DataAbortLower => data_abort(partition, esr, context),
+                ExceptionClass::Hvc64 => hypercall(partitions, index, context),
+                ExceptionClass::Smc64 => secure_monitor_call(partitions, index, context),
+                ExceptionClass::WfiWfe => wait_for_interrupt(context),
+                ExceptionClass::SysReg => system_register(partition, context),
+                _ => unhandled(partition, vcpu, kind, context),
+            }
+        }
+        _ => unhandled(partition, vcpu, kind, context),
+    }
+}
+
+/// A stage-2 data abort: the virtual PL011, a trapped window (forwarded with the
+/// guest's exact width), or a refused access (an abort injected into the guest).
+fn data_abort(partition: &Partition, esr: Esr, context: &mut GuestContext) -> Flow {
+    let ipa = context.fault_ipa();
+    let access = esr.abort().and_then(|abort| abort.access);
+    if let Some(range) = partition.vuart_range.filter(|range| range.contains(ipa)) {
+        return virtual_uart(partition, range, ipa, access, context);
+    }
+    let window = partition.stage2.space.trapped_window(ipa);
+    match mmio::check(window, ipa, access) {
+        Ok(access) => {
+            if access.write {
+                let value = mmio::store_value(&access, &context.x);
+                guest::mmio_write(ipa, access.size, value);
+            } else {
+                let raw = guest::mmio_read(ipa, access.size);
+                if let Some(value) = mmio::load_result(&access, raw) {
+                    context.x[usize::from(access.register)] = value;
+                }
+            }
+            context.elr += 4;
+            Flow::Resume
+        }
+        Err(refusal) => {
+            let write = access.is_some_and(|access| access.write);
+            defmt::warn!(
+                "partition {=str}: {=str} at IPA {=u64:#x} from PC {=u64:#x} refused ({}): abort injected",
+                partition.name(),
+                if write { "write" } else { "read" },
+                ipa,
+                context.elr,
+                defmt::Display2Format(&refusal)
+            );
+            inject_or_stop(partition, inject::data_abort(context.spsr, write), context)
+        }
+    }
+}
+
+fn virtual_uart(
+    partition: &Partition,
+    range: PhysRange,
+    ipa: u64,
+    access: Option<transom_vmm_core::esr::DataAccess>,
+    context: &mut GuestContext,
+) -> Flow {
+    // The PL011's registers take 8, 16 and 32-bit accesses, aligned.
+    let Some(access) =
+        access.filter(|access| access.size <= 4 && ipa.is_multiple_of(u64::from(access.size)))
+    else {
+        let write = access.is_some_and(|access| access.write);
+        return inject_or_stop(partition, inject::data_abort(context.spsr, write), context);
+    };
+    let offset = ipa - range.start;
+    let name = partition.name();
+    let mut uart = partition.vuart.lock();
+    if access.write {
+        let value = mmio::store_value(&access, &context.x) as u32;
+        uart.write(offset, value, |line| print_line(name, line));
+    } else if let Some(value) = mmio::load_result(&access, u64::from(uart.read(offset))) {
+        context.x[usize::from(access.register)] = value;
+    }
+    context.elr += 4;
+    Flow::Resume
+}
+
+fn print_line(partition: &str, line: &[u8]) {
+    match core::str::from_utf8(line) {
+        Ok(text) => defmt::info!("[{=str}] {=str}", partition, text),
+        Err(_) => defmt::info!("[{=str}] {=[u8]:a}", partition, line),
+    }
+}
+
+/// `HVC`: PSCI (and, later, Transom's own calls). `ELR_EL2` already points past the
+/// `HVC` (Arm ARM D1.10.2: the preferred return address of an HVC is the next
+/// instruction).
+fn hypercall(partitions: &[Partition], index: usize, context: &mut GuestContext) -> Flow {
+    power_call(partitions, index, context)
+}
+
+/// `SMC`, trapped by `HCR_EL2.TSC`: the preferred return address is the `SMC`
+/// itself, so the PC moves on by one instruction; then as `HVC`.
+fn secure_monitor_call(partitions: &[Partition], index: usize, context: &mut GuestContext) -> Flow {
+    context.elr += 4;
+    power_call(partitions, index, context)
+}
+
+fn power_call(partitions: &[Partition], index: usize, context: &mut GuestContext) -> Flow {
+    let partition = &partitions[index];
+    let x = [context.x[0], context.x[1], context.x[2], context.x[3]];
+    match psci::call(x, partition) {
+        Action::Return(value) => {
+            context.x[0] = value as u64;
+            Flow::Resume
+        }
+        Action::CpuOn {
+            vcpu,
+            entry,
+            context_id,
+        } => {
+            let cpu = partition.cpus[vcpu];
+            partition.set_state(vcpu, VcpuState::OnPending);
+            post(
+                cpu,
+                Assignment {
+                    partition: index,
+                    vcpu,
+                    entry,
+                    x0: context_id,
+                },
+            );
+            defmt::info!(
+                "partition {=str}: PSCI CPU_ON vCPU {=usize} on CPU {=usize} at {=u64:#x}",
+                partition.name(),
+                vcpu,
+                cpu,
+                entry
+            );
+            context.x[0] = psci::SUCCESS as u64;
+            Flow::Resume
+        }
+        Action::CpuOff => Flow::Off,
+        Action::SystemOff => {
+            defmt::info!(
+                "partition {=str}: powered off (PSCI SYSTEM_OFF)",
+                partition.name()
+            );
+            partition.stop(false);
+            Flow::Off
+        }
+        Action::SystemReset => {
+            defmt::info!(
+                "partition {=str}: asked for a reset (PSCI SYSTEM_RESET); stopped",
+                partition.name()
+            );
+            partition.stop(false);
+            Flow::Off
+        }
+    }
+}
+
+/// A trapped `WFI`/`WFE`: nothing to wait for without a virtual GIC yet; resume
+/// after it.
+fn wait_for_interrupt(context: &mut GuestContext) -> Flow {
+    context.elr += 4;
+    Flow::Resume
+}
+
+/// A trapped system register access: not emulated, so the guest gets an undefined
+/// instruction exception, as on a CPU without the register.
+fn system_register(partition: &Partition, context: &mut GuestContext) -> Flow {
+    defmt::warn!(
+        "partition {=str}: system register access trapped at PC {=u64:#x} (ISS {=u32:#x}): undefined instruction injected",
+        partition.name(),
+        context.elr,
+        Esr(context.esr).iss()
+    );
+    inject_or_stop(partition, inject::undefined(context.spsr), context)
+}
+
+fn inject_or_stop(
+    partition: &Partition,
+    injection: Result<Injection, inject::InjectError>,
+    context: &mut GuestContext,
+) -> Flow {
+    match injection {
+        Ok(injection) => {
+            guest::inject(context, &injection);
+            Flow::Resume
+        }
+        Err(error) => {
+            defmt::error!(
+                "partition {=str}: cannot inject an exception ({}); stopped",
+                partition.name(),
+                defmt::Debug2Format(&error)
+            );
+            partition.stop(true);
+            Flow::Off
+        }
+    }
+}
+
+/// An exit no handler takes: the partition stops, the others carry on.
+fn unhandled(partition: &Partition, vcpu: usize, kind: VectorKind, context: &GuestContext) -> Flow {
+    let esr = Esr(context.esr);
+    defmt::error!(
+        "partition {=str} vCPU {=usize}: {=str} at PC {=u64:#x}: ESR_EL2 {=u64:#x} {}, FAR_EL2 {=u64:#x}; partition stopped",
+        partition.name(),
+        vcpu,
+        kind.name(),
+        context.elr,
+        context.esr,
+        defmt::Display2Format(&esr),
+        context.far
+    );
+    partition.stop(true);
+    Flow::Off
+}
