@@ -2,7 +2,9 @@
 // read its own virtio-mmio transport's MagicValue, print Y or N, read the
 // neighbour's (which must abort into VBAR_EL1 + 0x200 and print A), power off.
 // OWN_LOW / NEIGHBOUR_LOW: the low halves of the two transports' addresses.
-// Check encodings with: llvm-mc -triple=aarch64 -show-encoding minimal.s
+// With them substituted (0x3e00 and 0x3c00 for linux-a), check the encodings with
+// llvm-mc -triple=aarch64 -show-encoding minimal.s. The test adds one instruction
+// per address (MOVZ + MOVK for x1 too), so its offsets differ from this listing.
     .text
 _start:
     b       entry
