@@ -30,9 +30,20 @@ fn load_address(register: u32, address: u32) -> [u32; 2] {
     [movz, movk]
 }
 
+/// `LDR W3, [X4]`: a 32-bit load, a width virtio-mmio allows.
+const LOAD_W3: u32 = 0xb940_0083;
+/// `LDR X3, [X4]`: a 64-bit load, which the board table does not allow for a
+/// virtio-mmio transport (its registers are 32 bits wide, virtio 1.2, 4.2.2).
+const LOAD_X3: u32 = 0xf940_0083;
+
 /// The guest of `tests/guests/minimal.s` for a partition whose transport is at
 /// `own` and whose neighbour's is at `neighbour`.
 fn minimal_guest(own: u32, neighbour: u32) -> Vec<u8> {
+    guest_with_first_load(own, neighbour, LOAD_W3)
+}
+
+/// The same, with `first_load` as the read of its own transport.
+fn guest_with_first_load(own: u32, neighbour: u32, first_load: u32) -> Vec<u8> {
     let mut words: Vec<u32> = vec![
         0x1400_0010, // b entry (0x40)
         0,           // code1
@@ -58,7 +69,7 @@ fn minimal_guest(own: u32, neighbour: u32) -> Vec<u8> {
     words.extend(load_address(1, VIRTUAL_UART)); // x1 = the virtual PL011
     words.extend(load_address(4, own)); // x4 = own transport
     words.extend([
-        0xb940_0083, // ldr w3, [x4]: a 32-bit read, forwarded
+        first_load,  // ldr w3, [x4]: a 32-bit read, forwarded
         0x528d_2ec5, // movz w5, #0x6976
         0x72ae_8e45, // movk w5, #0x7472, lsl #16: "virt"
         0x6b05_007f, // cmp w3, w5
@@ -211,4 +222,31 @@ fn a_truncated_bundle_is_refused() {
         "{transcript}"
     );
     assert!(outcome.logged("guest bundle at 0x"), "{transcript}");
+}
+
+/// A width the window does not allow is refused even inside the partition's own
+/// window: the 64-bit read aborts into the guest's vector ('A' straight away, no
+/// 'Y'), and the hypervisor says why.
+#[test]
+fn an_unallowed_width_aborts_into_the_guest() {
+    let bundle = write_bundle(
+        "wide",
+        &[(
+            "linux-a",
+            guest_with_first_load(0x0a00_3e00, 0x0a00_3c00, LOAD_X3),
+        )],
+    );
+    let outcome = boot_with_bundle(bundle);
+    let transcript = outcome.transcript();
+    assert_eq!(
+        outcome.ending,
+        Ending::Verdict(Verdict::Pass),
+        "{transcript}"
+    );
+    assert!(
+        outcome.logged("partition linux-a: read at IPA 0xa003e00 from PC 0x5000005c refused (64-bit access not allowed): abort injected"),
+        "{transcript}"
+    );
+    assert!(outcome.logged("[linux-a] A"), "{transcript}");
+    assert!(!outcome.logged("[linux-a] Y"), "{transcript}");
 }
