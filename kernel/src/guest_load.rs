@@ -33,13 +33,10 @@ pub fn load(
     tree: &FirmwareTree<'_>,
     spaces: Vec<PartitionStage2>,
 ) -> Result<(Vec<Partition>, Vec<Start>), Verdict> {
-    let bundle = match bundle(board, tree)? {
-        Some(bundle) => Some(bundle),
-        None => {
-            defmt::info!("no guest bundle: partitions are not started");
-            None
-        }
-    };
+    let bundle = bundle(board, tree)?;
+    if bundle.is_none() {
+        defmt::info!("no guest bundle: partitions are not started");
+    }
     let gic = guest_gic(board, tree);
     let console = board.console_region().range();
     let mut partitions = Vec::with_capacity(spaces.len());

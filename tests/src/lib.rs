@@ -11,9 +11,10 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use transom_qemu::{GicVersion, Machine, RunConfig};
+use transom_vmm_core::verdict::Verdict;
 use xtask::boards::BoardName;
 use xtask::image::{self, BuiltImage};
-use xtask::run::{self, Echo, Outcome};
+use xtask::run::{self, Echo, Ending, Outcome};
 
 /// Generous: a raspi4b boot takes about a second, but CI machines are shared.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -51,4 +52,14 @@ pub fn boot_on(board: BoardName, machine: &Machine, bootargs: &[&str]) -> Outcom
     config.extra_bootargs = bootargs.iter().map(|arg| arg.to_string()).collect();
     let elf = std::fs::read(&image.elf).expect("the ELF is readable");
     run::run(machine, &config, &elf, Some(BOOT_TIMEOUT), Echo::Quiet).expect("QEMU runs")
+}
+
+/// Asserts that the run ended with `verdict`, showing the transcript if not.
+pub fn assert_verdict(outcome: &Outcome, verdict: Verdict) {
+    assert_eq!(
+        outcome.ending,
+        Ending::Verdict(verdict),
+        "{}",
+        outcome.transcript()
+    );
 }

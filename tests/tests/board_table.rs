@@ -4,10 +4,10 @@
 
 use transom_boards::{Board, Mapping};
 use transom_qemu::{GicVersion, Machine, VirtCpu};
-use transom_tests::{boot, boot_on};
+use transom_tests::{assert_verdict, boot, boot_on};
 use transom_vmm_core::verdict::Verdict;
 use xtask::boards::BoardName;
-use xtask::run::{Ending, Outcome};
+use xtask::run::Outcome;
 
 /// Asserts one log line per grant, with what the table says about it.
 fn assert_grants_logged(outcome: &Outcome, board: &Board) {
@@ -41,12 +41,7 @@ fn assert_grants_logged(outcome: &Outcome, board: &Board) {
 }
 
 fn assert_passes(outcome: &Outcome) {
-    assert_eq!(
-        outcome.ending,
-        Ending::Verdict(Verdict::Pass),
-        "{}",
-        outcome.transcript()
-    );
+    assert_verdict(outcome, Verdict::Pass);
 }
 
 #[test]
@@ -123,11 +118,7 @@ fn virt_with_too_little_ram_is_a_board_mismatch() {
     };
     let outcome = boot_on(BoardName::QemuVirt, &machine, &[]);
     let transcript = outcome.transcript();
-    assert_eq!(
-        outcome.ending,
-        Ending::Verdict(Verdict::BoardMismatch),
-        "{transcript}"
-    );
+    assert_verdict(&outcome, Verdict::BoardMismatch);
     assert!(
         outcome.logged("RAM 0x60000000..0x70000000 of partition linux-b is not RAM in the firmware's device tree"),
         "{transcript}"

@@ -13,10 +13,11 @@
 use std::path::PathBuf;
 
 use transom_qemu::{GicVersion, Machine, RunConfig};
+use transom_tests::assert_verdict;
 use transom_vmm_core::guest::bundle::{BundleBuilder, EntryKind};
 use transom_vmm_core::verdict::Verdict;
 use xtask::boards::BoardName;
-use xtask::run::{Ending, Outcome};
+use xtask::run::Outcome;
 
 /// Where the virtual PL011 is: the console UART's address, which no partition is
 /// granted (QEMU `virt` UART0).
@@ -146,11 +147,7 @@ fn two_minimal_guests_share_a_page_and_see_only_their_own_transport() {
     );
     let outcome = boot_with_bundle(bundle);
     let transcript = outcome.transcript();
-    assert_eq!(
-        outcome.ending,
-        Ending::Verdict(Verdict::Pass),
-        "{transcript}"
-    );
+    assert_verdict(&outcome, Verdict::Pass);
     for (partition, cpu, neighbour) in [("linux-a", 1, 0xa003c00), ("linux-b", 2, 0xa003e00)] {
         assert!(
             outcome.logged(&format!("partition {partition}: vCPU 0 on CPU {cpu}")),
@@ -191,11 +188,7 @@ fn a_corrupt_guest_image_is_refused() {
     let bundle = write_bundle("corrupt", &[("linux-a", corrupt)]);
     let outcome = boot_with_bundle(bundle);
     let transcript = outcome.transcript();
-    assert_eq!(
-        outcome.ending,
-        Ending::Verdict(Verdict::BadGuest),
-        "{transcript}"
-    );
+    assert_verdict(&outcome, Verdict::BadGuest);
     assert!(
         outcome
             .logged("partition linux-a: guest image: not an arm64 Image: the magic at offset 0x38"),
@@ -216,11 +209,7 @@ fn a_truncated_bundle_is_refused() {
     std::fs::write(&path, &bytes[..bytes.len() - 100]).expect("written");
     let outcome = boot_with_bundle(path);
     let transcript = outcome.transcript();
-    assert_eq!(
-        outcome.ending,
-        Ending::Verdict(Verdict::BadGuest),
-        "{transcript}"
-    );
+    assert_verdict(&outcome, Verdict::BadGuest);
     assert!(outcome.logged("guest bundle at 0x"), "{transcript}");
 }
 
@@ -238,11 +227,7 @@ fn an_unallowed_width_aborts_into_the_guest() {
     );
     let outcome = boot_with_bundle(bundle);
     let transcript = outcome.transcript();
-    assert_eq!(
-        outcome.ending,
-        Ending::Verdict(Verdict::Pass),
-        "{transcript}"
-    );
+    assert_verdict(&outcome, Verdict::Pass);
     assert!(
         outcome.logged("partition linux-a: read at IPA 0xa003e00 from PC 0x5000005c refused (64-bit access not allowed): abort injected"),
         "{transcript}"

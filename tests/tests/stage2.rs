@@ -5,10 +5,10 @@
 
 use transom_boards::{Board, Granule, Mapping, Partition, Region};
 use transom_qemu::{GicVersion, Machine, VirtCpu};
-use transom_tests::boot_on;
+use transom_tests::{assert_verdict, boot_on};
 use transom_vmm_core::verdict::Verdict;
 use xtask::boards::BoardName;
-use xtask::run::{Ending, Outcome};
+use xtask::run::Outcome;
 
 /// The last 32-bit word of a PrimeCell peripheral's 4 KiB frame is `PCellID3`,
 /// 0xB1 on every PrimeCell (PL011 TRM, ARM DDI 0183, `UARTPCellID3`; PL031 TRM,
@@ -41,11 +41,7 @@ fn first_window(board: &Board, partition: &Partition, mode: Mapping) -> Option<&
 /// the granule changes it.
 fn assert_probe_passed(outcome: &Outcome, granule: Granule) {
     let transcript = outcome.transcript();
-    assert_eq!(
-        outcome.ending,
-        Ending::Verdict(Verdict::Pass),
-        "{transcript}"
-    );
+    assert_verdict(outcome, Verdict::Pass);
     let board = Board {
         granule,
         ..transom_board_qemu_virt::BOARD
@@ -164,11 +160,7 @@ fn a_granule_the_cpu_lacks_is_refused() {
         &["transom.selftest=stage2", "transom.granule=16k"],
     );
     let transcript = outcome.transcript();
-    assert_eq!(
-        outcome.ending,
-        Ending::Verdict(Verdict::BoardMismatch),
-        "{transcript}"
-    );
+    assert_verdict(&outcome, Verdict::BoardMismatch);
     assert!(
         outcome.logged(
             "stage 2: this CPU does not support the 16 KiB granule at stage 2 (ID_AA64MMFR0_EL1.TGran16_2)"
@@ -189,11 +181,7 @@ fn a_granule_the_table_cannot_use_is_refused() {
         &["transom.selftest=stage2", "transom.granule=64k"],
     );
     let transcript = outcome.transcript();
-    assert_eq!(
-        outcome.ending,
-        Ending::Verdict(Verdict::BoardMismatch),
-        "{transcript}"
-    );
+    assert_verdict(&outcome, Verdict::BoardMismatch);
     let board = Board {
         granule: Granule::Size64KiB,
         ..transom_board_rpi4::BOARD
@@ -220,11 +208,7 @@ fn stage_2_on_raspi4b_confines_each_partition() {
         &["transom.selftest=stage2"],
     );
     let transcript = outcome.transcript();
-    assert_eq!(
-        outcome.ending,
-        Ending::Verdict(Verdict::Pass),
-        "{transcript}"
-    );
+    assert_verdict(&outcome, Verdict::Pass);
     let board = transom_board_rpi4::BOARD;
     for partition in board.partitions {
         let name = partition.name;
