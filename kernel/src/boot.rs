@@ -71,6 +71,7 @@ pub fn primary_main<B: Board>(device_tree: usize, console: &'static ConsoleCell<
         Err(verdict) => exit::end_run(verdict),
     };
 
+    init_gic(&board, tree);
     let online = start_cpus(tree, board.secondary_boot, &mmu);
     if options.selftest == Some(SelfTest::Stage2) {
         let verdict = stage2_probe::run(&partitions, board.hypervisor.memory);
@@ -89,6 +90,37 @@ pub fn primary_main<B: Board>(device_tree: usize, console: &'static ConsoleCell<
         exit::end_run(online);
     }
     exit::end_run(vcpu::launch(partitions, &starts))
+}
+
+/// Sets up a GICv3 (distributor, then this CPU), if the machine has one; the
+/// other CPUs set up their own part as they come online. Without one, guests get
+/// no interrupts.
+fn init_gic(board: &transom_boards::Board, tree: &FirmwareTree<'_>) {
+    use transom_boards::DeviceKind;
+    let frame = |kind: DeviceKind| {
+        board
+            .devices
+            .iter()
+            .find(|region| region.kind == kind && tree.decodes(region.base).unwrap_or(false))
+            .map(|region| region.range())
+    };
+    let (Some(distributor), Some(redistributors)) = (
+        frame(DeviceKind::GicDistributor),
+        frame(DeviceKind::GicRedistributor),
+    ) else {
+        defmt::info!("no GICv3: guests get no interrupts");
+        return;
+    };
+    arch::gic::init(distributor, redistributors);
+    if arch::gic::init_cpu(0, arch::cpu::mpidr()) {
+        defmt::info!(
+            "GICv3: distributor {=u64:#x}, redistributors {=u64:#x}",
+            distributor.start,
+            redistributors.start
+        );
+    } else {
+        defmt::warn!("GICv3: no redistributor has the boot CPU's affinity");
+    }
 }
 
 /// The board table with `granule` (from `transom.granule`) instead of its own, and

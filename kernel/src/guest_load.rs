@@ -16,6 +16,8 @@ use transom_vmm_core::verdict::Verdict;
 use crate::arch;
 use crate::stage2::PartitionStage2;
 use crate::vcpu::{Partition, Start};
+use crate::vgic::PartitionGic;
+use transom_vmm_core::vgic::{Line, LineKind};
 
 /// The device tree's slot: the last 2 MiB of the partition's RAM (booting.rst: at
 /// most 2 MiB, 8-byte aligned).
@@ -43,7 +45,8 @@ pub fn load(
     let mut starts = Vec::new();
     for (index, (stage2, table)) in spaces.into_iter().zip(board.partitions).enumerate() {
         let files = bundle.as_ref().and_then(|bundle| bundle.guest(stage2.name));
-        let partition = Partition::new(stage2, table.cpus, Some(console));
+        let vgic = virtual_gic(board, &stage2, table.cpus, gic);
+        let partition = Partition::new(stage2, table.cpus, Some(console), vgic);
         match files {
             Some(files) => {
                 let (entry, x0) = load_one(board, &partition, &files, gic)?;
@@ -100,6 +103,51 @@ fn bundle(board: &Board, tree: &FirmwareTree<'_>) -> Result<Option<Bundle<'stati
             Err(Verdict::BadGuest)
         }
     }
+}
+
+/// The partition's virtual GIC, where the machine has a GICv3 the hypervisor set
+/// up: the lines of its granted devices passed through, the virtual PL011's (the
+/// console's line, never enabled physically) virtual.
+fn virtual_gic(
+    board: &Board,
+    stage2: &PartitionStage2,
+    cpus: &'static [usize],
+    gic: Option<GuestGic>,
+) -> Option<PartitionGic> {
+    let Some(GuestGic::V3 {
+        distributor,
+        redistributors,
+    }) = gic
+    else {
+        return None;
+    };
+    if !arch::gic::present() {
+        return None;
+    }
+    let mut lines: Vec<Line> = Vec::new();
+    for (device, _) in &stage2.windows {
+        let Some(region) = board.device(device) else {
+            continue;
+        };
+        for &intid in region.interrupts.as_slice() {
+            if intid.0 >= transom_vmm_core::vgic::FIRST_SPI
+                && !lines.iter().any(|line| line.intid == intid.0)
+            {
+                lines.push(Line::new(intid, LineKind::Passthrough));
+            }
+        }
+    }
+    for &intid in board.console_region().interrupts.as_slice() {
+        if !lines.iter().any(|line| line.intid == intid.0) {
+            lines.push(Line::new(intid, LineKind::Virtual));
+        }
+    }
+    Some(PartitionGic::new(
+        distributor,
+        redistributors.start,
+        cpus,
+        lines,
+    ))
 }
 
 /// The GIC as a guest sees it: v3 where the machine has redistributors, else v2
@@ -181,12 +229,16 @@ fn load_one(
     }
     arch::guest::copy_to_guest_ram(ram, plan.load_address, files.image);
 
-    let Some(gic) = gic else {
+    let Some(mut gic) = gic else {
         return Err(refuse(
             "device tree",
             &"the machine's GIC is not in the board table",
         ));
     };
+    // One redistributor per vCPU: the guest's region ends after its own.
+    if let (GuestGic::V3 { redistributors, .. }, Some(vgic)) = (&mut gic, &partition.gic) {
+        *redistributors = vgic.redistributors;
+    }
     let mut devices = Vec::new();
     for (device, window) in &partition.stage2.windows {
         let Some(region) = board.device(device) else {
@@ -216,7 +268,11 @@ fn load_one(
             kind: DeviceKind::Pl011,
             compatible: &[],
             reg: range,
-            interrupts: &[],
+            interrupts: if partition.gic.is_some() {
+                board.console_region().interrupts.as_slice()
+            } else {
+                &[]
+            },
             clock_hz: None,
         });
     }

@@ -24,6 +24,7 @@ mod smp;
 mod stage2;
 mod stage2_probe;
 mod vcpu;
+mod vgic;
 
 use core::convert::Infallible;
 

@@ -99,6 +99,7 @@ pub fn secondary_main(index: usize) -> ! {
         arch::cpu::mpidr(),
         arch::cpu::current_el()
     );
+    arch::gic::init_cpu(index, arch::cpu::mpidr());
     ONLINE[index].store(true, Ordering::Release);
     crate::vcpu::serve(index)
 }

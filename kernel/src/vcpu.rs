@@ -24,6 +24,7 @@ use crate::arch::guest::{self, GuestContext};
 use crate::arch::vectors::VectorKind;
 use crate::arch::{self, MAX_CPUS};
 use crate::stage2::PartitionStage2;
+use crate::vgic::PartitionGic;
 
 /// The most vCPUs a partition has.
 pub const MAX_VCPUS: usize = MAX_CPUS;
@@ -36,6 +37,8 @@ pub struct Partition {
     pub cpus: &'static [usize],
     /// The virtual PL011's exact IPA range, if the partition has one.
     pub vuart_range: Option<PhysRange>,
+    /// The virtual GIC, where the machine has a GICv3.
+    pub gic: Option<PartitionGic>,
     vuart: Mutex<VirtualPl011>,
     vcpus: [AtomicU8; MAX_VCPUS],
     stopped: AtomicBool,
@@ -44,17 +47,19 @@ pub struct Partition {
 
 impl Partition {
     /// A partition over `stage2`, its vCPUs on `cpus`, with a virtual PL011 at
-    /// `vuart_range` (if any).
+    /// `vuart_range` (if any) and a virtual GIC (if the machine's is a GICv3).
     pub fn new(
         stage2: PartitionStage2,
         cpus: &'static [usize],
         vuart_range: Option<PhysRange>,
+        gic: Option<PartitionGic>,
     ) -> Self {
         let frame = vuart_range.map_or(0, |range| range.size());
         Partition {
             stage2,
             cpus,
             vuart_range,
+            gic,
             vuart: Mutex::new(VirtualPl011::new(frame)),
             vcpus: [const { AtomicU8::new(STATE_OFF) }; MAX_VCPUS],
             stopped: AtomicBool::new(false),
@@ -77,7 +82,13 @@ impl Partition {
         }
         self.flush_console();
         self.stopped.store(true, Ordering::Release);
-        arch::cpu::send_event();
+        if let Some(gic) = &self.gic {
+            gic.quiesce();
+            // Siblings running their guest see `stopped` at their next exit.
+            gic.kick_all();
+        }
+        // The boot CPU waits for every partition to stop.
+        wake(0);
     }
 
     fn flush_console(&self) {
@@ -194,13 +205,39 @@ pub fn launch(partitions: Vec<Partition>, starts: &[Start]) -> Verdict {
                 Verdict::TestFailure
             };
         }
-        arch::cpu::wait_for_event();
+        idle();
     }
 }
 
 fn post(cpu: usize, assignment: Assignment) {
     *MAILBOX[cpu].lock() = Some(assignment);
-    arch::cpu::send_event();
+    wake(cpu);
+}
+
+/// Waits until another CPU [`wake`]s this one (or for less: callers check again).
+/// With a GICv3 the CPU waits in `WFI` for the kick SGI: QEMU's TCG halts a CPU in
+/// `WFI` but keeps one in a `WFE` loop running, and running idle CPUs slow down
+/// every broadcast TLB maintenance of the partitions' guests by an order of
+/// magnitude. Without one, `WFE` and `SEV`.
+fn idle() {
+    if arch::gic::present() {
+        arch::cpu::wait_for_interrupt();
+        arch::gic::drain();
+    } else {
+        arch::cpu::wait_for_event();
+    }
+}
+
+/// Wakes CPU `cpu` from [`idle`].
+fn wake(cpu: usize) {
+    if arch::gic::present() {
+        if cpu == arch::cpu::cpu_index() {
+            return;
+        }
+        arch::gic::kick(cpu);
+    } else {
+        arch::cpu::send_event();
+    }
 }
 
 /// A secondary CPU's life: wait for a vCPU to run, run it, wait again.
@@ -209,7 +246,7 @@ pub fn serve(cpu: usize) -> ! {
         let assignment = MAILBOX[cpu].lock().take();
         match assignment {
             Some(assignment) => run(assignment),
-            None => arch::cpu::wait_for_event(),
+            None => idle(),
         }
     }
 }
@@ -235,8 +272,14 @@ fn run(assignment: Assignment) {
     };
     context.x[0] = assignment.x0;
     guest::enter_vcpu(partition.stage2.vttbr, partition.stage2.vtcr, vcpu);
+    if partition.gic.is_some() {
+        crate::vgic::enter();
+    }
     partition.set_state(vcpu, VcpuState::On);
     while !partition.stopped.load(Ordering::Acquire) {
+        if let Some(gic) = &partition.gic {
+            gic.flush(vcpu);
+        }
         let kind = guest::run(&mut context);
         match dispatch(partitions, assignment.partition, vcpu, kind, &mut context) {
             Flow::Resume => {}
@@ -244,6 +287,9 @@ fn run(assignment: Assignment) {
         }
     }
     partition.set_state(vcpu, VcpuState::Off);
+    if partition.gic.is_some() {
+        crate::vgic::leave();
+    }
     guest::leave_partition();
 }
 
@@ -264,21 +310,25 @@ fn dispatch(
                 ExceptionClass::Hvc64 => hypercall(partitions, index, context),
                 ExceptionClass::Smc64 => secure_monitor_call(partitions, index, context),
                 ExceptionClass::WfiWfe => wait_for_interrupt(context),
-                ExceptionClass::SysReg => system_register(partition, context),
+                ExceptionClass::SysReg => system_register(partition, vcpu, context),
                 _ => unhandled(partition, vcpu, kind, context),
             }
         }
+        VectorKind::LowerIrq => interrupt(partition, vcpu),
         _ => unhandled(partition, vcpu, kind, context),
     }
 }
 
-/// A stage-2 data abort: the virtual PL011, a trapped window (forwarded with the
+/// A stage-2 data abort: the virtual PL011, the virtual GIC, a trapped window (forwarded with the
 /// guest's exact width), or a refused access (an abort injected into the guest).
 fn data_abort(partition: &Partition, esr: Esr, context: &mut GuestContext) -> Flow {
     let ipa = context.fault_ipa();
     let access = esr.abort().and_then(|abort| abort.access);
     if let Some(range) = partition.vuart_range.filter(|range| range.contains(ipa)) {
         return virtual_uart(partition, range, ipa, access, context);
+    }
+    if let Some(gic) = partition.gic.as_ref().filter(|gic| gic.contains(ipa)) {
+        return gic_access(partition, gic, ipa, access, context);
     }
     let window = partition.stage2.space.trapped_window(ipa);
     match mmio::check(window, ipa, access) {
@@ -308,6 +358,41 @@ fn data_abort(partition: &Partition, esr: Esr, context: &mut GuestContext) -> Fl
             inject_or_stop(partition, inject::data_abort(context.spsr, write), context)
         }
     }
+}
+
+/// An access to the virtual GIC's distributor or a redistributor.
+fn gic_access(
+    partition: &Partition,
+    gic: &PartitionGic,
+    ipa: u64,
+    access: Option<transom_vmm_core::esr::DataAccess>,
+    context: &mut GuestContext,
+) -> Flow {
+    let result = match &access {
+        Some(access) => gic.access(ipa, access, &mut context.x).is_ok(),
+        None => false,
+    };
+    if result {
+        context.elr += 4;
+        return Flow::Resume;
+    }
+    let write = access.is_some_and(|access| access.write);
+    defmt::warn!(
+        "partition {=str}: {=str} of the virtual GIC at IPA {=u64:#x} from PC {=u64:#x} refused (width or syndrome): abort injected",
+        partition.name(),
+        if write { "write" } else { "read" },
+        ipa,
+        context.elr
+    );
+    inject_or_stop(partition, inject::data_abort(context.spsr, write), context)
+}
+
+/// A physical interrupt exited the guest: the virtual GIC takes it.
+fn interrupt(partition: &Partition, vcpu: usize) -> Flow {
+    if let Some(gic) = &partition.gic {
+        gic.take_interrupts(vcpu);
+    }
+    Flow::Resume
 }
 
 fn virtual_uart(
@@ -419,9 +504,27 @@ fn wait_for_interrupt(context: &mut GuestContext) -> Flow {
     Flow::Resume
 }
 
-/// A trapped system register access: not emulated, so the guest gets an undefined
-/// instruction exception, as on a CPU without the register.
-fn system_register(partition: &Partition, context: &mut GuestContext) -> Flow {
+/// `ISS` of an `MSR ICC_SGI1R_EL1` or `ICC_ASGI1R_EL1` (Op0 3, Op1 0, CRn 12,
+/// CRm 11, Op2 5 or 6; Arm ARM D24.2.48 "ISS encoding for an exception from MSR,
+/// MRS ...") without Rt and Direction; trapped by `HCR_EL2.IMO`.
+const ISS_SYSREG_MASK: u32 = 0x003f_fc1e;
+const ISS_ICC_SGI1R: u32 = 3 << 20 | 5 << 17 | 12 << 10 | 11 << 1;
+const ISS_ICC_ASGI1R: u32 = 3 << 20 | 6 << 17 | 12 << 10 | 11 << 1;
+
+/// A trapped system register access: a vCPU's SGI is sent; any other register is
+/// not emulated, so the guest gets an undefined instruction exception, as on a CPU
+/// without the register.
+fn system_register(partition: &Partition, vcpu: usize, context: &mut GuestContext) -> Flow {
+    let iss = Esr(context.esr).iss();
+    let write = iss & 1 == 0;
+    let sgi = matches!(iss & ISS_SYSREG_MASK, ISS_ICC_SGI1R | ISS_ICC_ASGI1R);
+    if let (true, true, Some(gic)) = (sgi, write, &partition.gic) {
+        let rt = ((iss >> 5) & 0x1f) as usize;
+        let value = context.x.get(rt).copied().unwrap_or(0);
+        gic.send_sgi(vcpu, value);
+        context.elr += 4;
+        return Flow::Resume;
+    }
     defmt::warn!(
         "partition {=str}: system register access trapped at PC {=u64:#x} (ISS {=u32:#x}): undefined instruction injected",
         partition.name(),

@@ -18,4 +18,5 @@ pub mod mmio;
 pub mod psci;
 pub mod stage2;
 pub mod verdict;
+pub mod vgic;
 pub mod vpl011;

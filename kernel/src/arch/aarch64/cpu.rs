@@ -46,6 +46,11 @@ pub fn wait_for_event() {
     aarch64_cpu::asm::wfe();
 }
 
+/// Waits for an interrupt, pending even if masked (`wfi`; may return early).
+pub fn wait_for_interrupt() {
+    aarch64_cpu::asm::wfi();
+}
+
 /// Wakes every CPU waiting in `wfe`.
 pub fn send_event() {
     barrier::dsb(barrier::SY);

@@ -3,6 +3,7 @@
 
 pub mod cpu;
 mod entry;
+pub mod gic;
 pub mod guest;
 pub mod memory;
 pub mod mmu;
