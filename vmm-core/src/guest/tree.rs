@@ -13,6 +13,7 @@
 //! ```text
 //! /                 #address-cells, #size-cells, compatible, model, interrupt-parent
 //! ├── chosen        bootargs, stdout-path, linux,initrd-start/-end
+//! ├── aliases       serial0 = the console, so Linux names it ttyAMA0 / ttyS0
 //! ├── memory@..     one per RAM piece
 //! ├── reserved-memory
 //! │   └── reserved@..  no-map
@@ -809,7 +810,15 @@ fn create_chosen_node(
         fdt.property_u64("linux,initrd-start", initrd.start)?;
         fdt.property_u64("linux,initrd-end", initrd.end)?;
     }
-    fdt.end_node(chosen)
+    fdt.end_node(chosen)?;
+    // Linux numbers a UART by its `serialN` alias (`of_alias_get_id`), so with
+    // several PL011s the console is ttyAMA0 whatever its address.
+    if let Some(path) = stdout {
+        let aliases = fdt.begin_node("aliases")?;
+        fdt.property_string("serial0", path)?;
+        fdt.end_node(aliases)?;
+    }
+    Ok(())
 }
 
 /// One `memory@<start>` node per RAM piece (Devicetree Specification v0.4, 3.4).
@@ -1089,6 +1098,7 @@ mod tests {
             child_names(&root),
             [
                 "chosen",
+                "aliases",
                 "memory@40000000",
                 "cpus",
                 "psci",
@@ -1190,6 +1200,10 @@ mod tests {
         let chosen = node(&fdt, "/chosen");
         assert_eq!(string(&chosen, "bootargs"), "console=ttyAMA0 earlycon");
         assert_eq!(string(&chosen, "stdout-path"), "/serial@9040000");
+        assert_eq!(
+            string(&node(&fdt, "/aliases"), "serial0"),
+            "/serial@9040000"
+        );
         assert!(!has(&chosen, "linux,initrd-start"));
         assert!(!has(&chosen, "linux,initrd-end"));
         assert!(fdt.find_node("/reserved-memory").is_none());
@@ -1404,7 +1418,7 @@ mod tests {
         let root = node(&fdt, "/");
         let names = child_names(&root);
         assert_eq!(
-            names[6..],
+            names[7..],
             [
                 "clock-24000000",
                 "clock-48000000",
