@@ -276,6 +276,12 @@ fn load_one(
             clock_hz: None,
         });
     }
+    // The console is the partition's own PL011 if it was given one; the virtual one
+    // (always there, printed by the hypervisor) otherwise.
+    let own_uart = devices
+        .iter()
+        .find(|device| device.kind == DeviceKind::Pl011 && device.name != VIRTUAL_UART)
+        .map(|device| device.name);
     let cpus: Vec<u64> = (0..partition.cpus.len() as u64)
         .map(|vcpu| (1 << 31) | vcpu)
         .collect();
@@ -287,7 +293,7 @@ fn load_one(
         gic,
         timer: TimerInterrupts::BSA,
         bootargs: files.command_line.unwrap_or(""),
-        stdout: partition.vuart_range.map(|_| VIRTUAL_UART),
+        stdout: own_uart.or(partition.vuart_range.map(|_| VIRTUAL_UART)),
         initrd,
         devices: &devices,
     };

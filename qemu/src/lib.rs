@@ -92,6 +92,25 @@ impl std::fmt::Display for MachineError {
 
 impl std::error::Error for MachineError {}
 
+/// `virt`'s virtio-mmio transports (`VIRT_MMIO` in `hw/arm/virt.c`): 32 of 0x200
+/// bytes from 0x0a00_0000. Transport `n` sits on the bus QEMU names
+/// `virtio-mmio-bus.n` (checked with `info qtree`).
+pub const VIRT_VIRTIO_MMIO_BASE: u64 = 0x0a00_0000;
+/// The size of one `virt` virtio-mmio transport.
+pub const VIRT_VIRTIO_MMIO_SIZE: u64 = 0x200;
+/// How many virtio-mmio transports `virt` has.
+pub const VIRT_VIRTIO_MMIO_TRANSPORTS: u32 = 32;
+
+/// The index of the `virt` virtio-mmio transport at `base`, if one starts there.
+pub fn virt_virtio_transport(base: u64) -> Option<u32> {
+    let offset = base.checked_sub(VIRT_VIRTIO_MMIO_BASE)?;
+    if offset % VIRT_VIRTIO_MMIO_SIZE != 0 {
+        return None;
+    }
+    let index = u32::try_from(offset / VIRT_VIRTIO_MMIO_SIZE).ok()?;
+    (index < VIRT_VIRTIO_MMIO_TRANSPORTS).then_some(index)
+}
+
 /// The most CPUs the hypervisor has stacks for (`transom_kernel::arch::MAX_CPUS`).
 pub const MAX_HYPERVISOR_CPUS: u32 = 8;
 
@@ -183,10 +202,16 @@ impl Machine {
             "-serial",
             "chardev:console",
         ]);
-        if matches!(self, Machine::Virt { .. }) {
+        match (&run.second_serial, self) {
+            (Some(file), _) => {
+                // QEMU truncates the file when it opens it.
+                let chardev = format!("file,id=serial1,path={}", qemu_escape(file));
+                push(&["-chardev", &chardev, "-serial", "chardev:serial1"]);
+            }
             // A second `-serial` makes `virt` create UART1 (0x0904_0000), a PL011 the
             // board table grants to a guest.
-            push(&["-serial", "null"]);
+            (None, Machine::Virt { .. }) => push(&["-serial", "null"]),
+            (None, Machine::Raspi4b) => {}
         }
         push(&["-semihosting-config", "enable=on,target=native"]);
         push(&["-kernel", &run.image.display().to_string()]);
@@ -208,8 +233,24 @@ impl Machine {
             // Wait for a debugger on TCP port 1234 before the first instruction.
             push(&["-s", "-S"]);
         }
+        args.extend(disk_arguments(&run.disks));
+        if run.icount {
+            args.extend(["-icount".to_string(), "shift=0".to_string()]);
+        }
         args
     }
+}
+
+/// A raw disk image behind a `virtio-blk-device` on one of `virt`'s virtio-mmio
+/// transports (`raspi4b` has none: QEMU refuses the device there).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VirtioDisk {
+    /// The raw image.
+    pub file: PathBuf,
+    /// The transport, 0 (at [`VIRT_VIRTIO_MMIO_BASE`]) to 31; `None` takes the next
+    /// free one, and QEMU hands those out from the top: the first such disk gets
+    /// transport 31 (0x0a00_3e00), the next 30 (0x0a00_3c00), and so on.
+    pub transport: Option<u32>,
 }
 
 /// What one run boots.
@@ -225,6 +266,15 @@ pub struct RunConfig {
     pub extra_bootargs: Vec<String>,
     /// Stop at reset and wait for GDB on port 1234.
     pub gdb: bool,
+    /// Where the machine's second UART writes (`virt`: the PL011 UART1 at
+    /// 0x0904_0000; `raspi4b`: the mini UART). `None` discards it on `virt` and
+    /// leaves it out on `raspi4b`.
+    pub second_serial: Option<PathBuf>,
+    /// Disks, in `-device` order.
+    pub disks: Vec<VirtioDisk>,
+    /// `-icount shift=0`: virtual time advances 1 ns per executed instruction, so
+    /// the guests' counters count instructions (benchmarks).
+    pub icount: bool,
 }
 
 impl RunConfig {
@@ -235,6 +285,29 @@ impl RunConfig {
             ..RunConfig::default()
         }
     }
+}
+
+/// The `-drive` and `-device` pairs that put `disks` on virtio-mmio transports, the
+/// drives named `disk0`, `disk1`, ... in order.
+pub fn disk_arguments(disks: &[VirtioDisk]) -> Vec<String> {
+    let mut args = Vec::new();
+    for (index, disk) in disks.iter().enumerate() {
+        let drive = format!(
+            "if=none,id=disk{index},format=raw,file={}",
+            qemu_escape(&disk.file)
+        );
+        let mut device = format!("virtio-blk-device,drive=disk{index}");
+        if let Some(transport) = disk.transport {
+            device.push_str(&format!(",bus=virtio-mmio-bus.{transport}"));
+        }
+        args.extend(["-drive".to_string(), drive, "-device".to_string(), device]);
+    }
+    args
+}
+
+/// `path` as a QEMU option value: a comma in it is written twice.
+fn qemu_escape(path: &Path) -> String {
+    path.display().to_string().replace(',', ",,")
 }
 
 #[cfg(test)]
@@ -355,5 +428,72 @@ mod tests {
         );
         assert!(Machine::virt(GicVersion::V2, 9).is_err());
         assert!(Machine::virt(GicVersion::V2, 8).is_ok());
+    }
+
+    #[test]
+    fn the_second_serial_is_discarded_unless_captured() {
+        let virt = Machine::virt(GicVersion::V3, 4).expect("valid");
+        let mut run = RunConfig::new(Path::new("k"));
+        let args = virt.arguments(&run);
+        assert_eq!(value_after(&args, "-serial"), ["chardev:console", "null"]);
+        assert!(value_after(&Machine::Raspi4b.arguments(&run), "-serial").len() == 1);
+
+        run.second_serial = Some(PathBuf::from("target/uart1,a.log"));
+        for machine in [virt, Machine::Raspi4b] {
+            let args = machine.arguments(&run);
+            assert_eq!(
+                value_after(&args, "-serial"),
+                ["chardev:console", "chardev:serial1"]
+            );
+            assert_eq!(
+                value_after(&args, "-chardev"),
+                [
+                    "stdio,id=console,signal=off",
+                    "file,id=serial1,path=target/uart1,,a.log"
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn disks_are_virtio_blk_devices_on_the_chosen_transports() {
+        let machine = Machine::virt(GicVersion::V3, 4).expect("valid");
+        let mut run = RunConfig::new(Path::new("k"));
+        assert!(value_after(&machine.arguments(&run), "-device").is_empty());
+        run.disks = vec![
+            VirtioDisk {
+                file: PathBuf::from("a.img"),
+                transport: Some(31),
+            },
+            VirtioDisk {
+                file: PathBuf::from("b.img"),
+                transport: None,
+            },
+        ];
+        let args = machine.arguments(&run);
+        assert_eq!(
+            value_after(&args, "-drive"),
+            [
+                "if=none,id=disk0,format=raw,file=a.img",
+                "if=none,id=disk1,format=raw,file=b.img"
+            ]
+        );
+        assert_eq!(
+            value_after(&args, "-device"),
+            [
+                "virtio-blk-device,drive=disk0,bus=virtio-mmio-bus.31",
+                "virtio-blk-device,drive=disk1"
+            ]
+        );
+    }
+
+    #[test]
+    fn virtio_transports_are_numbered_from_the_bottom() {
+        assert_eq!(virt_virtio_transport(0x0a00_0000), Some(0));
+        assert_eq!(virt_virtio_transport(0x0a00_3c00), Some(30));
+        assert_eq!(virt_virtio_transport(0x0a00_3e00), Some(31));
+        assert_eq!(virt_virtio_transport(0x0a00_4000), None);
+        assert_eq!(virt_virtio_transport(0x0a00_0100), None);
+        assert_eq!(virt_virtio_transport(0x0900_0000), None);
     }
 }

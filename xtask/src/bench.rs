@@ -1,5 +1,9 @@
 //! `cargo xtask bench`: measurements, printed as a table and written as JSON.
 //!
+//! Guests (`guest_bench`): instructions per trapped access, direct access, null
+//! HVC, and from hypervisor entry to the first guest instruction, under
+//! `-icount shift=0`.
+//!
 //! Stage 2 (the stage-2 issue): for each granule, the table pages needed to
 //! identity-map 1 GiB and 4 GiB of granule-aligned guest RAM (deterministic), and
 //! the host time to build those tables, as the median of several runs and as a ratio
@@ -122,6 +126,15 @@ pub fn run() -> Result<()> {
     let directory: PathBuf = workspace_root().join("target").join("bench");
     std::fs::create_dir_all(&directory).context("creating target/bench")?;
     let path = directory.join("stage2.json");
+    std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
+    println!("written: {}", path.display());
+
+    let figures = crate::guest_bench::measure()?.figures();
+    let json = format!(
+        "{{\n  \"guests\": {}\n}}\n",
+        crate::guest_bench::report(&figures)?
+    );
+    let path = directory.join("guests.json");
     std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
     println!("written: {}", path.display());
     Ok(())

@@ -1,14 +1,15 @@
 //! `cargo xtask`: Transom's build, run and test driver.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, Subcommand, ValueEnum};
 use transom_qemu::{GicVersion, RunConfig, VirtCpu};
 use xtask::boards::BoardName;
-use xtask::run::{Echo, Ending};
-use xtask::{bench, bundle, ci, image, prereq, run};
+use xtask::run::{Echo, Ending, Watch};
+use xtask::{bench, bundle, ci, disk, image, linux, prereq, run, workspace_root};
 
 #[derive(Parser)]
 #[command(about = "Build, boot and test Transom", version)]
@@ -30,6 +31,71 @@ enum Command {
     /// Measurements (stage-2 table pages and build time per granule); prints a
     /// table and writes JSON under target/bench.
     Bench,
+    /// Build guests' files for the demo partitions.
+    Guest(GuestArgs),
+}
+
+#[derive(clap::Args)]
+struct GuestArgs {
+    #[command(subcommand)]
+    kind: GuestKind,
+}
+
+#[derive(Subcommand)]
+enum GuestKind {
+    /// Debian's arm64 kernel and busybox (cached under target/guests/linux), and an
+    /// initramfs and a disk for linux-a and linux-b.
+    Linux(LinuxArgs),
+}
+
+#[derive(clap::Args)]
+struct LinuxArgs {
+    #[command(flatten)]
+    sources: SourceArgs,
+    /// Then boot linux-a's kernel, initramfs and disk directly on QEMU virt, without
+    /// Transom, and print its console.
+    #[arg(long)]
+    direct: bool,
+    /// Seconds the direct boot may take.
+    #[arg(long, default_value_t = 120)]
+    direct_timeout: u64,
+}
+
+/// Where the Linux guest's files come from; Debian for those not given.
+#[derive(clap::Args)]
+struct SourceArgs {
+    /// An arm64 Linux Image (or gzip-compressed Image) instead of Debian's kernel;
+    /// without --modules, virtio-mmio and virtio-blk must be built in.
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<PathBuf>,
+    /// The kernel's modules: its lib/modules/<release>, or a directory with
+    /// virtio_mmio.ko and virtio_blk.ko (and what they depend on).
+    #[arg(long, value_name = "DIR")]
+    modules: Option<PathBuf>,
+    /// A static arm64 busybox instead of Debian's busybox-static.
+    #[arg(long, value_name = "PATH")]
+    busybox: Option<PathBuf>,
+    /// Resolve and fetch Debian's packages again instead of using the cached ones.
+    #[arg(long)]
+    refresh: bool,
+}
+
+impl SourceArgs {
+    fn sources(&self) -> linux::Sources {
+        linux::Sources {
+            kernel: self.kernel.clone(),
+            modules: self.modules.clone(),
+            busybox: self.busybox.clone(),
+            refresh: self.refresh,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Demo {
+    /// Debian Linux in linux-a (console on UART1) and linux-b (console on the
+    /// hypervisor's virtual UART), each with its own virtio disk.
+    Linux,
 }
 
 #[derive(clap::Args)]
@@ -67,9 +133,10 @@ struct QemuArgs {
     /// CPUs (`virt`: 1..=8, default 4; `raspi4b` always has 4).
     #[arg(long)]
     smp: Option<u32>,
-    /// Seconds before the run is killed and reported as timed out.
-    #[arg(long, default_value_t = 120)]
-    timeout: u64,
+    /// Seconds before the run is killed and reported as timed out [default: 120,
+    /// 300 with --demo].
+    #[arg(long)]
+    timeout: Option<u64>,
     /// Wait for GDB on localhost:1234 before the first instruction (no timeout).
     #[arg(long)]
     gdb: bool,
@@ -90,6 +157,16 @@ struct QemuArgs {
     /// hypervisor's: that is `--bootarg`).
     #[arg(long = "bootargs", value_name = "PARTITION=\"...\"")]
     guest_bootargs: Vec<String>,
+    /// A raw disk image for a partition, on the virtio-mmio transport the board
+    /// table grants it (QEMU virt).
+    #[arg(long = "disk", value_name = "PARTITION=FILE")]
+    disks: Vec<String>,
+    /// Boot a ready-made set of guests (fills --guest, --initrd, --bootargs and
+    /// --disk; see `cargo xtask guest linux`).
+    #[arg(long, value_enum, conflicts_with_all = ["guests", "initrds", "guest_bootargs"])]
+    demo: Option<Demo>,
+    #[command(flatten, next_help_heading = "With --demo linux")]
+    sources: SourceArgs,
 }
 
 fn main() -> ExitCode {
@@ -109,6 +186,9 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Test => ci::test().map(|()| ExitCode::SUCCESS),
         Command::Ci => ci::run().map(|()| ExitCode::SUCCESS),
         Command::Bench => bench::run().map(|()| ExitCode::SUCCESS),
+        Command::Guest(GuestArgs {
+            kind: GuestKind::Linux(args),
+        }) => guest_linux(&args),
     }
 }
 
@@ -138,12 +218,12 @@ fn qemu(args: &QemuArgs) -> Result<ExitCode> {
         bail!("--cpu max is for QEMU virt; raspi4b always has Cortex-A72s");
     }
     let machine = args.board.machine(gic, args.smp)?.with_cpu(cpu);
-    let guests = bundle::GuestFlags {
-        guests: args.guests.clone(),
-        initrds: args.initrds.clone(),
-        bootargs: args.guest_bootargs.clone(),
-    };
+    let (guests, disks) = guests_and_disks(args)?;
     let guest_bundle = bundle::prepare(args.board, &guests)?;
+    let virtio_disks = disks
+        .iter()
+        .map(|spec| disk::to_virtio(args.board, spec))
+        .collect::<Result<Vec<_>>>()?;
     let built = image::build(args.board)?;
     eprintln!(
         "xtask: booting {} on QEMU {} ({} CPUs), image {}",
@@ -163,15 +243,25 @@ fn qemu(args: &QemuArgs) -> Result<ExitCode> {
         eprintln!("xtask: guest bundle {}", image::describe_size(&path, size));
         config.initrd = Some(path);
     }
-    config.extra_bootargs = args.bootargs.clone();
-    config.gdb = args.gdb;
-    if args.gdb {
-        eprintln!("xtask: waiting for GDB: target remote localhost:1234");
+    for (spec, virtio) in disks.iter().zip(&virtio_disks) {
+        let transport = virtio.transport.unwrap_or_default();
+        let file = spec.file.display();
+        eprintln!(
+            "xtask: disk of {}: {file} on virtio-mmio transport {transport}",
+            spec.partition
+        );
     }
+    config.disks = virtio_disks;
+    let second_serial_owner = capture_second_serial(args.board, &guests, &mut config)?;
     let elf = std::fs::read(&built.elf).with_context(|| built.elf.display().to_string())?;
-    let timeout = (!args.gdb).then(|| Duration::from_secs(args.timeout));
-    let echo = if args.raw { Echo::Raw } else { Echo::Decoded };
-    let outcome = run::run(&machine, &config, &elf, timeout, echo)?;
+    let default_timeout = if args.demo.is_some() { 300 } else { 120 };
+    let seconds = args.timeout.unwrap_or(default_timeout);
+    let watch = Watch {
+        timeout: (!args.gdb).then(|| Duration::from_secs(seconds)),
+        echo: if args.raw { Echo::Raw } else { Echo::Decoded },
+        second_serial_label: second_serial_owner.unwrap_or_default(),
+    };
+    let outcome = run::run_watched(&machine, &config, &elf, &watch)?;
     match &outcome.ending {
         Ending::Verdict(verdict) => eprintln!("xtask: verdict: {verdict}"),
         Ending::QemuFailed { code, stderr } => {
@@ -184,4 +274,150 @@ fn qemu(args: &QemuArgs) -> Result<ExitCode> {
     }
     let code = u8::try_from(outcome.exit_code()).unwrap_or(1);
     Ok(ExitCode::from(code))
+}
+
+/// The guests and disks of a `qemu` command line: as given, or the demo's for the
+/// partitions not given a disk by hand.
+fn guests_and_disks(args: &QemuArgs) -> Result<(bundle::GuestFlags, Vec<disk::DiskSpec>)> {
+    let mut disks = disk::parse_flags(args.board, &args.disks)?;
+    let sources = args.sources.sources();
+    let Some(Demo::Linux) = args.demo else {
+        ensure!(
+            sources == linux::Sources::default(),
+            "--kernel, --modules, --busybox and --refresh go with --demo linux"
+        );
+        let guests = bundle::GuestFlags {
+            guests: args.guests.clone(),
+            initrds: args.initrds.clone(),
+            bootargs: args.guest_bootargs.clone(),
+        };
+        return Ok((guests, disks));
+    };
+    ensure!(
+        args.board == BoardName::QemuVirt,
+        "--demo linux is for qemu-virt, whose table has the partitions linux-a and linux-b"
+    );
+    let prepared = linux::prepare(&sources, &demo_partitions())?;
+    describe_linux(&prepared);
+    for demo_disk in prepared.disks() {
+        if !disks
+            .iter()
+            .any(|disk| disk.partition == demo_disk.partition)
+        {
+            disks.push(demo_disk);
+        }
+    }
+    Ok((prepared.guest_flags(), disks))
+}
+
+/// The demo's partitions.
+fn demo_partitions() -> Vec<&'static str> {
+    linux::DEMO_GUESTS.iter().map(|(name, _)| *name).collect()
+}
+
+/// Captures QEMU virt's UART1 to a file when a partition that is granted it has a
+/// guest, and returns that partition.
+fn capture_second_serial(
+    board: BoardName,
+    guests: &bundle::GuestFlags,
+    config: &mut RunConfig,
+) -> Result<Option<String>> {
+    if board != BoardName::QemuVirt {
+        return Ok(None);
+    }
+    let table = bundle::board_table(board);
+    let specs = bundle::parse_flags(table, guests)?;
+    let Some(owner) = specs.into_iter().find(|spec| {
+        table.partitions.iter().any(|partition| {
+            partition.name == spec.partition && table.grants_device(partition, "uart1")
+        })
+    }) else {
+        return Ok(None);
+    };
+    let owner = owner.partition;
+    let dir = workspace_root().join("target").join("qemu");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{}-uart1.log", board.name()));
+    eprintln!(
+        "xtask: {owner}'s console (UART1) is shown as [{owner}] and kept in {}",
+        path.display()
+    );
+    config.second_serial = Some(path);
+    Ok(Some(owner))
+}
+
+/// Prints what `linux::prepare` made.
+fn describe_linux(prepared: &linux::Prepared) {
+    let size = |path: &std::path::Path| std::fs::metadata(path).map_or(0, |meta| meta.len());
+    let kernel = &prepared.kernel;
+    println!(
+        "kernel: {} ({}, Linux {})",
+        image::describe_size(&kernel.image, size(&kernel.image)),
+        kernel.origin,
+        kernel.release.as_deref().unwrap_or("of unknown release")
+    );
+    for module in &prepared.modules {
+        let depends = if module.depends.is_empty() {
+            "no module dependencies".to_string()
+        } else {
+            format!("depends on {}", module.depends.join(", "))
+        };
+        println!("module: {} ({depends})", module.name);
+    }
+    for name in &prepared.built_in {
+        println!("module: {name} is built into the kernel");
+    }
+    if prepared.modules_dir.is_none() {
+        println!(
+            "modules: none (--kernel without --modules: {} must be built into the kernel)",
+            linux::WANTED_MODULES.join(" and ")
+        );
+    }
+    println!(
+        "busybox: {}",
+        image::describe_size(&prepared.busybox, size(&prepared.busybox))
+    );
+    for guest in &prepared.guests {
+        println!(
+            "{}: initramfs {}",
+            guest.partition,
+            image::describe_size(&guest.initramfs, size(&guest.initramfs))
+        );
+        println!(
+            "{}: disk {} (signature {:?})",
+            guest.partition,
+            guest.disk.display(),
+            disk::signature(&guest.partition)
+        );
+        println!("{}: command line {:?}", guest.partition, guest.command_line);
+    }
+}
+
+fn guest_linux(args: &LinuxArgs) -> Result<ExitCode> {
+    let prepared = linux::prepare(&args.sources.sources(), &demo_partitions())?;
+    describe_linux(&prepared);
+    if !args.direct {
+        return Ok(ExitCode::SUCCESS);
+    }
+    prereq::ensure_qemu()?;
+    let guest = &prepared.guests[0];
+    eprintln!(
+        "xtask: booting {}'s files directly on QEMU virt (no Transom): {}",
+        guest.partition,
+        linux::DIRECT_COMMAND_LINE
+    );
+    let timeout = Duration::from_secs(args.direct_timeout);
+    let boot = linux::boot_directly(&prepared.kernel.image, guest, timeout, true)?;
+    if boot.timed_out {
+        bail!("the direct boot timed out after {} s", timeout.as_secs());
+    }
+    eprintln!(
+        "xtask: QEMU exited with {:?} after {:.1} s",
+        boot.status,
+        boot.elapsed.as_secs_f64()
+    );
+    if boot.status != Some(0) {
+        bail!("the direct boot failed:\n{}", boot.stderr.trim());
+    }
+    Ok(ExitCode::SUCCESS)
 }
