@@ -9,7 +9,7 @@
 //! every started partition has stopped.
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use spin::{Mutex, Once};
 use transom_boards::PhysRange;
@@ -43,6 +43,11 @@ pub struct Partition {
     vcpus: [AtomicU8; MAX_VCPUS],
     stopped: AtomicBool,
     failed: AtomicBool,
+    /// Trapped accesses handled: to the virtual GIC, forwarded to a device, to the
+    /// virtual PL011 (reported when the partition stops).
+    gic_accesses: AtomicU64,
+    forwarded_accesses: AtomicU64,
+    vuart_accesses: AtomicU64,
 }
 
 impl Partition {
@@ -64,6 +69,9 @@ impl Partition {
             vcpus: [const { AtomicU8::new(STATE_OFF) }; MAX_VCPUS],
             stopped: AtomicBool::new(false),
             failed: AtomicBool::new(false),
+            gic_accesses: AtomicU64::new(0),
+            forwarded_accesses: AtomicU64::new(0),
+            vuart_accesses: AtomicU64::new(0),
         }
     }
 
@@ -81,7 +89,19 @@ impl Partition {
             self.failed.store(true, Ordering::Release);
         }
         self.flush_console();
-        self.stopped.store(true, Ordering::Release);
+        if !self.stopped.swap(true, Ordering::AcqRel) {
+            let gic = self.gic_accesses.load(Ordering::Relaxed);
+            let forwarded = self.forwarded_accesses.load(Ordering::Relaxed);
+            let vuart = self.vuart_accesses.load(Ordering::Relaxed);
+            defmt::info!(
+                "partition {=str}: {=u64} trapped accesses ({=u64} to the virtual GIC, {=u64} forwarded to devices, {=u64} to the virtual UART)",
+                self.name(),
+                gic + forwarded + vuart,
+                gic,
+                forwarded,
+                vuart
+            );
+        }
         if let Some(gic) = &self.gic {
             gic.quiesce();
             // Siblings running their guest see `stopped` at their next exit.
@@ -333,6 +353,7 @@ fn data_abort(partition: &Partition, esr: Esr, context: &mut GuestContext) -> Fl
     let window = partition.stage2.space.trapped_window(ipa);
     match mmio::check(window, ipa, access) {
         Ok(access) => {
+            partition.forwarded_accesses.fetch_add(1, Ordering::Relaxed);
             if access.write {
                 let value = mmio::store_value(&access, &context.x);
                 guest::mmio_write(ipa, access.size, value);
@@ -373,6 +394,7 @@ fn gic_access(
         None => false,
     };
     if result {
+        partition.gic_accesses.fetch_add(1, Ordering::Relaxed);
         context.elr += 4;
         return Flow::Resume;
     }
@@ -409,6 +431,7 @@ fn virtual_uart(
         let write = access.is_some_and(|access| access.write);
         return inject_or_stop(partition, inject::data_abort(context.spsr, write), context);
     };
+    partition.vuart_accesses.fetch_add(1, Ordering::Relaxed);
     let offset = ipa - range.start;
     let name = partition.name();
     let mut uart = partition.vuart.lock();
