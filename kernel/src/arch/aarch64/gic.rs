@@ -103,7 +103,7 @@ pub fn present() -> bool {
 }
 
 /// Sets up the distributor at `distributor` (boot CPU, once, before the other CPUs
-/// start): every SPI disabled, group 1, at [`PRIORITY`]; affinity routing and
+/// start): every SPI disabled, group 1, at one priority; affinity routing and
 /// group 1 on. `redistributors` is the region each CPU finds its own frame in.
 pub fn init(distributor: PhysRange, redistributors: PhysRange) {
     let base = distributor.start;
