@@ -235,11 +235,16 @@ impl Machine {
         }
         args.extend(disk_arguments(&run.disks));
         if run.icount {
-            args.extend(["-icount".to_string(), "shift=0".to_string()]);
+            args.extend(ICOUNT_ARGUMENTS.map(String::from));
         }
         args
     }
 }
+
+/// What [`RunConfig::icount`] adds: virtual time advances 1 ns per executed
+/// instruction, so the counter of QEMU `virt` (62.5 MHz) ticks once every 16
+/// instructions while a CPU runs.
+pub const ICOUNT_ARGUMENTS: [&str; 2] = ["-icount", "shift=0"];
 
 /// A raw disk image behind a `virtio-blk-device` on one of `virt`'s virtio-mmio
 /// transports (`raspi4b` has none: QEMU refuses the device there).

@@ -62,14 +62,19 @@ pub fn output_dir() -> PathBuf {
     workspace_root().join("target").join("bundles")
 }
 
-/// The bundle for `board` with the guests `flags` name, written to
-/// [`output_dir`]`/<board>.bundle`; `None` when no `--guest` is given.
-pub fn prepare(board: BoardName, flags: &GuestFlags) -> Result<Option<PathBuf>> {
+/// The bundle `cargo xtask qemu` writes for `board`: [`output_dir`]`/<board>.bundle`.
+pub fn default_path(board: BoardName) -> PathBuf {
+    output_dir().join(format!("{}.bundle", board.name()))
+}
+
+/// The bundle for `board` with the guests `flags` name, written to `path`; `None`
+/// when no `--guest` is given.
+pub fn prepare(board: BoardName, flags: &GuestFlags, path: &Path) -> Result<Option<PathBuf>> {
     let guests = parse_flags(board_table(board), flags)?;
     if guests.is_empty() {
         return Ok(None);
     }
-    write(board, &guests, &output_dir()).map(Some)
+    write_file(board, &guests, path).map(Some)
 }
 
 /// Reads the flags into one [`GuestSpec`] per `--guest`, in their order.
@@ -253,11 +258,17 @@ fn read(path: &Path, what: &str, partition: &str) -> Result<Vec<u8>> {
 
 /// Builds `board`'s bundle and writes it to `dir/<board>.bundle`; returns its path.
 pub fn write(board: BoardName, guests: &[GuestSpec], dir: &Path) -> Result<PathBuf> {
+    write_file(board, guests, &dir.join(format!("{}.bundle", board.name())))
+}
+
+/// Builds `board`'s bundle and writes it to `path`; returns the path.
+pub fn write_file(board: BoardName, guests: &[GuestSpec], path: &Path) -> Result<PathBuf> {
     let bytes = build(board_table(board), guests)?;
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join(format!("{}.bundle", board.name()));
-    fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path.to_path_buf())
 }
 
 #[cfg(test)]

@@ -8,13 +8,15 @@
 //!   busybox-static              --> busybox (static, aarch64)
 //!           |
 //!           v        per partition, under target/guests/linux/<partition>/
-//!   initramfs.cpio.gz: /init, /bin/busybox, /lib/modules/*.ko, /dev/console
+//!   initramfs.cpio.gz: /init, /bin/busybox, /bin/cntvct, /lib/modules/*.ko,
+//!                      /dev/console
 //!   disk.img: 1 MiB, "TRANSOM-DISK-<partition>" in its first sector
 //! ```
 //!
 //! Debian's files are cached under `target/guests/linux/debian/` with the resolved
 //! versions, so a second run touches neither apt nor the network (`--refresh`
-//! resolves again).
+//! resolves again). [`demo_run`] sets up the demo as `cargo xtask qemu --demo
+//! linux` boots it, for the tests and the benchmark.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -27,14 +29,18 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use object::read::elf::{ElfFile64, ProgramHeader};
 use object::{Architecture, Object, ObjectSection};
-use transom_qemu::VirtioDisk;
+use transom_qemu::{GicVersion, Machine, RunConfig, VirtCpu, VirtioDisk};
 use transom_vmm_core::guest::image;
 
+use crate::boards::BoardName;
 use crate::bundle::GuestFlags;
 use crate::compression::{self, Format};
 use crate::debian::{self, Package, Resolved};
 use crate::disk::{self, DiskSpec};
-use crate::{cpio, workspace_root};
+use crate::guest_run::{self, GuestRun, RunFiles};
+use crate::image::BuiltImage;
+use crate::run::{self, Echo, Lines, Outcome, TimedLine};
+use crate::{cntvct, cpio, workspace_root};
 
 /// The demo partitions and their kernel command lines. Each starts the initramfs's
 /// `/init` and reboots instead of hanging when the kernel panics (`panic=-1`; under
@@ -75,6 +81,16 @@ pub fn command_line(partition: &str) -> String {
 pub fn marker(partition: &str) -> String {
     format!("transom-guest {partition}:")
 }
+
+/// The start of `/init`'s first line, `transom-guest <partition>: init started on
+/// <release>`: the end of the boot, for the benchmark.
+pub fn started(partition: &str) -> String {
+    format!("{} init started", marker(partition))
+}
+
+/// The line `printk` writes when the kernel hands over to `/init`
+/// (`init/main.c`, `run_init_process`).
+pub const RUN_INIT: &str = "Run /init as init process";
 
 /// Where the Linux guests are built and Debian's files cached.
 pub fn cache_dir() -> PathBuf {
@@ -230,10 +246,9 @@ pub fn prepare(sources: &Sources, partitions: &[&str]) -> Result<Prepared> {
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let initramfs = dir.join("initramfs.cpio.gz");
         let archive = initramfs_archive(partition, &busybox_bytes, &modules)?;
-        fs::write(&initramfs, compression::gzip(&archive))
-            .with_context(|| format!("writing {}", initramfs.display()))?;
+        write_if_changed(&initramfs, &compression::gzip(&archive))?;
         let disk = dir.join("disk.img");
-        disk::write(&disk, partition)?;
+        write_if_changed(&disk, &disk::image(partition))?;
         guests.push(Guest {
             partition: partition.to_string(),
             initramfs,
@@ -250,6 +265,15 @@ pub fn prepare(sources: &Sources, partitions: &[&str]) -> Result<Prepared> {
         debian: debian.map(|files| files.resolved),
         guests,
     })
+}
+
+/// Writes `bytes` to `path` unless it holds them already, so a QEMU that has the
+/// file open (another run of the same guest) does not see it change under it.
+fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
+    if fs::read(path).is_ok_and(|existing| existing == bytes) {
+        return Ok(());
+    }
+    fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 /// How to do without apt, naming what is still missing.
@@ -721,10 +745,13 @@ fn check_busybox(bytes: &[u8]) -> Result<()> {
 pub fn init_script(partition: &str, modules: &[&str]) -> String {
     let marker = marker(partition);
     let modules = modules.join(" ");
+    let counter_program = cntvct::PATH;
+    let counter_word = cntvct::COUNTER;
     format!(
         r#"#!/bin/busybox sh
 # /init of Transom's Linux demo guest for partition {partition}, written by
 # `cargo xtask guest linux`. Every line it prints starts with "{marker}".
+# /{counter_program} prints the virtual counter, which counts from QEMU's reset.
 /bin/busybox mkdir -p /proc /sys /dev /sbin /usr/bin /usr/sbin /tmp
 /bin/busybox mount -t proc proc /proc
 /bin/busybox --install -s
@@ -732,7 +759,9 @@ export PATH=/sbin:/bin:/usr/sbin:/usr/bin
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 say() {{ echo "{marker} $*"; }}
+counter=$(/{counter_program})
 say "init started on $(uname -r)"
+say "{counter_word} $counter at init start"
 for module in {modules}; do
     insmod /{MODULE_DIR}/$module.ko || say "insmod $module.ko failed"
 done
@@ -768,6 +797,7 @@ pub fn initramfs_archive(partition: &str, busybox: &[u8], modules: &[Module]) ->
     archive.char_device("dev/console", 0o600, 5, 1)?;
     archive.file("bin/busybox", 0o755, busybox)?;
     archive.symlink("bin/sh", "busybox")?;
+    archive.file(cntvct::PATH, 0o755, &cntvct::program())?;
     let mut names = Vec::new();
     for module in modules {
         archive.file(
@@ -790,6 +820,8 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
 pub struct DirectBoot {
     /// The console (UART0) output.
     pub console: String,
+    /// The console's lines, with when each reached the host from QEMU's start.
+    pub lines: Vec<TimedLine>,
     /// QEMU's exit status: 0 when the guest powered off.
     pub status: Option<i32>,
     /// Whether the run was killed at its timeout.
@@ -800,6 +832,17 @@ pub struct DirectBoot {
     pub stderr: String,
 }
 
+/// How a direct boot runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirectOptions {
+    /// Kill QEMU after this long.
+    pub timeout: Duration,
+    /// Print the console as it comes.
+    pub echo: bool,
+    /// Run under `-icount shift=0` ([`transom_qemu::ICOUNT_ARGUMENTS`]).
+    pub icount: bool,
+}
+
 /// QEMU's arguments for booting `image` with `initramfs` directly on `virt` (one
 /// Cortex-A72, 256 MiB, GICv3, no Transom), `disk` on the transport linux-a has
 /// under Transom, the console on stdout.
@@ -808,7 +851,7 @@ pub fn direct_boot_args(image: &Path, initramfs: &Path, disk: &Path) -> Vec<Stri
         "-machine",
         "virt,gic-version=3",
         "-cpu",
-        "cortex-a72",
+        VirtCpu::CortexA72.qemu_name(),
         "-smp",
         "1",
         "-m",
@@ -840,17 +883,16 @@ pub fn direct_boot_args(image: &Path, initramfs: &Path, disk: &Path) -> Vec<Stri
 }
 
 /// Boots `guest` with `image` directly on QEMU `virt` (see [`direct_boot_args`]) and
-/// returns its console; `echo` prints the console as it comes.
-pub fn boot_directly(
-    image: &Path,
-    guest: &Guest,
-    timeout: Duration,
-    echo: bool,
-) -> Result<DirectBoot> {
+/// returns its console.
+pub fn boot_directly(image: &Path, guest: &Guest, options: &DirectOptions) -> Result<DirectBoot> {
     let binary = "qemu-system-aarch64";
+    let mut args = direct_boot_args(image, &guest.initramfs, &guest.disk);
+    if options.icount {
+        args.extend(transom_qemu::ICOUNT_ARGUMENTS.map(String::from));
+    }
     let started = Instant::now();
     let mut child = Command::new(binary)
-        .args(direct_boot_args(image, &guest.initramfs, &guest.disk))
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -858,8 +900,9 @@ pub fn boot_directly(
         .with_context(|| format!("starting {binary}"))?;
     let mut stdout = child.stdout.take().expect("stdout is piped");
     let mut stderr = child.stderr.take().expect("stderr is piped");
+    let echo = options.echo;
     let console = thread::spawn(move || {
-        let mut captured = Vec::new();
+        let mut lines = Lines::default();
         let mut buffer = [0u8; 4096];
         while let Ok(count) = stdout.read(&mut buffer) {
             if count == 0 {
@@ -870,9 +913,10 @@ pub fn boot_directly(
                 let _ = out.write_all(&buffer[..count]);
                 let _ = out.flush();
             }
-            captured.extend_from_slice(&buffer[..count]);
+            lines.feed(&buffer[..count], started.elapsed());
         }
-        captured
+        lines.finish(started.elapsed());
+        lines
     });
     let errors = thread::spawn(move || {
         let mut text = String::new();
@@ -884,7 +928,7 @@ pub fn boot_directly(
         if let Some(status) = child.try_wait().context("waiting for QEMU")? {
             break status;
         }
-        if started.elapsed() >= timeout {
+        if started.elapsed() >= options.timeout {
             timed_out = true;
             let _ = child.kill();
             break child.wait().context("waiting for QEMU")?;
@@ -894,12 +938,117 @@ pub fn boot_directly(
     let elapsed = started.elapsed();
     let console = console.join().unwrap_or_default();
     Ok(DirectBoot {
-        console: String::from_utf8_lossy(&console).replace('\r', ""),
+        console: String::from_utf8_lossy(console.bytes()).replace('\r', ""),
+        lines: console.timed(),
         status: status.code(),
         timed_out,
         elapsed,
         stderr: errors.join().unwrap_or_default(),
     })
+}
+
+/// The demo's partitions, in [`DEMO_GUESTS`] order.
+pub fn demo_partitions() -> Vec<&'static str> {
+    DEMO_GUESTS.iter().map(|(name, _)| *name).collect()
+}
+
+/// The Linux demo's guests, as a qemu-virt run takes them.
+#[derive(Clone, Debug)]
+pub struct DemoGuests {
+    /// Their files.
+    pub prepared: Prepared,
+    /// The `--guest`, `--initrd` and `--bootargs` values that boot them.
+    pub flags: GuestFlags,
+    /// Their disks.
+    pub disks: Vec<DiskSpec>,
+}
+
+/// The guests of `partitions` (some of [`DEMO_GUESTS`]) with the files of
+/// `sources`, [`prepare`]d; each partition gets its demo disk unless `disks` (given
+/// by hand) has one for it.
+pub fn demo_guests(
+    sources: &Sources,
+    partitions: &[&str],
+    mut disks: Vec<DiskSpec>,
+) -> Result<DemoGuests> {
+    let demo = demo_partitions();
+    for partition in partitions {
+        ensure!(
+            demo.contains(partition),
+            "{partition} is not a partition of the Linux demo ({})",
+            demo.join(", ")
+        );
+    }
+    let prepared = prepare(sources, partitions)?;
+    for demo_disk in prepared.disks() {
+        if !disks
+            .iter()
+            .any(|disk| disk.partition == demo_disk.partition)
+        {
+            disks.push(demo_disk);
+        }
+    }
+    Ok(DemoGuests {
+        flags: prepared.guest_flags(),
+        prepared,
+        disks,
+    })
+}
+
+/// The machine `cargo xtask qemu --demo linux` boots without other options: QEMU
+/// `virt` with GICv3 and four Cortex-A72s.
+pub fn demo_machine() -> Result<Machine> {
+    let machine = BoardName::QemuVirt.machine(GicVersion::V3, None)?;
+    Ok(machine.with_cpu(VirtCpu::CortexA72))
+}
+
+/// A Linux demo run on qemu-virt, set up.
+#[derive(Clone, Debug)]
+pub struct DemoRun {
+    /// The QEMU machine.
+    pub machine: Machine,
+    /// The hypervisor's image.
+    pub image: BuiltImage,
+    /// The guests' files.
+    pub guests: DemoGuests,
+    /// The guests' part of the run.
+    pub guest_run: GuestRun,
+    /// What QEMU runs; change it (`icount`) before [`DemoRun::boot`].
+    pub config: RunConfig,
+}
+
+/// Sets up the Linux demo with `partitions` alone (some of [`DEMO_GUESTS`]), as
+/// `cargo xtask qemu --demo linux` sets it up with its default machine
+/// ([`demo_machine`]): Debian's files, fetched once and then cached
+/// ([`prepare`]); the bundle and the second UART's capture in `files`; each
+/// partition's disk on its own transport, and no disk for the others.
+pub fn demo_run(image: &BuiltImage, partitions: &[&str], files: &RunFiles) -> Result<DemoRun> {
+    let board = BoardName::QemuVirt;
+    let guests = demo_guests(&Sources::default(), partitions, Vec::new())?;
+    let guest_run = guest_run::configure(board, &guests.flags, &guests.disks, files)?;
+    let config = guest_run.run_config(&image.image);
+    Ok(DemoRun {
+        machine: demo_machine()?,
+        image: image.clone(),
+        guests,
+        guest_run,
+        config,
+    })
+}
+
+impl DemoRun {
+    /// Boots it, killing QEMU after `timeout`.
+    pub fn boot(&self, timeout: Duration, echo: Echo) -> Result<Outcome> {
+        let elf = fs::read(&self.image.elf)
+            .with_context(|| format!("reading {}", self.image.elf.display()))?;
+        let watch = self.guest_run.watch(Some(timeout), echo);
+        run::run_watched(&self.machine, &self.config, &elf, &watch)
+    }
+
+    /// `partition`'s console lines in `outcome` (see [`GuestRun::console`]).
+    pub fn console(&self, outcome: &Outcome, partition: &str) -> Vec<TimedLine> {
+        self.guest_run.console(outcome, partition)
+    }
 }
 
 #[cfg(test)]
@@ -983,6 +1132,11 @@ mod tests {
         assert!(script.contains("for module in virtio_mmio virtio_blk; do"));
         assert!(script.contains("insmod /lib/modules/$module.ko"));
         assert!(script.contains(r#"say() { echo "transom-guest linux-a: $*"; }"#));
+        // The counter is read just before the marker and printed after it.
+        assert!(script.contains(
+            "counter=$(/bin/cntvct)\nsay \"init started on $(uname -r)\"\n\
+             say \"CNTVCT_EL0 $counter at init start\"\n"
+        ));
         assert!(script.contains("dd if=/dev/vda bs=512 count=1"));
         assert!(script.contains("\npoweroff -f\n"));
     }

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, Subcommand, ValueEnum};
-use transom_qemu::{GicVersion, RunConfig, VirtCpu};
+use transom_qemu::{GicVersion, VirtCpu};
 use xtask::boards::BoardName;
-use xtask::run::{Echo, Ending, Watch};
-use xtask::{bench, bundle, ci, disk, image, linux, prereq, run, workspace_root};
+use xtask::guest_run::{self, RunFiles};
+use xtask::run::{Echo, Ending};
+use xtask::{bench, bundle, ci, disk, image, linux, prereq, run};
 
 #[derive(Parser)]
 #[command(about = "Build, boot and test Transom", version)]
@@ -219,11 +220,12 @@ fn qemu(args: &QemuArgs) -> Result<ExitCode> {
     }
     let machine = args.board.machine(gic, args.smp)?.with_cpu(cpu);
     let (guests, disks) = guests_and_disks(args)?;
-    let guest_bundle = bundle::prepare(args.board, &guests)?;
-    let virtio_disks = disks
-        .iter()
-        .map(|spec| disk::to_virtio(args.board, spec))
-        .collect::<Result<Vec<_>>>()?;
+    let guest_run = guest_run::configure(
+        args.board,
+        &guests,
+        &disks,
+        &RunFiles::for_board(args.board),
+    )?;
     let built = image::build(args.board)?;
     eprintln!(
         "xtask: booting {} on QEMU {} ({} CPUs), image {}",
@@ -232,36 +234,21 @@ fn qemu(args: &QemuArgs) -> Result<ExitCode> {
         machine.cpus(),
         image::describe_size(&built.image, built.size)
     );
-    let mut config = RunConfig::new(&built.image);
+    for note in &guest_run.notes {
+        eprintln!("xtask: {note}");
+    }
+    let mut config = guest_run.run_config(&built.image);
     if machine.needs_device_tree() {
         config.device_tree = Some(image::rpi4_device_tree()?);
     }
-    if let Some(path) = guest_bundle {
-        let size = std::fs::metadata(&path)
-            .with_context(|| path.display().to_string())?
-            .len();
-        eprintln!("xtask: guest bundle {}", image::describe_size(&path, size));
-        config.initrd = Some(path);
-    }
-    for (spec, virtio) in disks.iter().zip(&virtio_disks) {
-        let transport = virtio.transport.unwrap_or_default();
-        let file = spec.file.display();
-        eprintln!(
-            "xtask: disk of {}: {file} on virtio-mmio transport {transport}",
-            spec.partition
-        );
-    }
-    config.disks = virtio_disks;
-    let second_serial_owner = capture_second_serial(args.board, &guests, &mut config)?;
+    config.gdb = args.gdb;
+    config.extra_bootargs = args.bootargs.clone();
     let elf = std::fs::read(&built.elf).with_context(|| built.elf.display().to_string())?;
     let default_timeout = if args.demo.is_some() { 300 } else { 120 };
     let seconds = args.timeout.unwrap_or(default_timeout);
-    let watch = Watch {
-        timeout: (!args.gdb).then(|| Duration::from_secs(seconds)),
-        echo: if args.raw { Echo::Raw } else { Echo::Decoded },
-        second_serial_label: second_serial_owner.unwrap_or_default(),
-    };
-    let outcome = run::run_watched(&machine, &config, &elf, &watch)?;
+    let timeout = (!args.gdb).then(|| Duration::from_secs(seconds));
+    let echo = if args.raw { Echo::Raw } else { Echo::Decoded };
+    let outcome = run::run_watched(&machine, &config, &elf, &guest_run.watch(timeout, echo))?;
     match &outcome.ending {
         Ending::Verdict(verdict) => eprintln!("xtask: verdict: {verdict}"),
         Ending::QemuFailed { code, stderr } => {
@@ -279,7 +266,7 @@ fn qemu(args: &QemuArgs) -> Result<ExitCode> {
 /// The guests and disks of a `qemu` command line: as given, or the demo's for the
 /// partitions not given a disk by hand.
 fn guests_and_disks(args: &QemuArgs) -> Result<(bundle::GuestFlags, Vec<disk::DiskSpec>)> {
-    let mut disks = disk::parse_flags(args.board, &args.disks)?;
+    let disks = disk::parse_flags(args.board, &args.disks)?;
     let sources = args.sources.sources();
     let Some(Demo::Linux) = args.demo else {
         ensure!(
@@ -297,53 +284,9 @@ fn guests_and_disks(args: &QemuArgs) -> Result<(bundle::GuestFlags, Vec<disk::Di
         args.board == BoardName::QemuVirt,
         "--demo linux is for qemu-virt, whose table has the partitions linux-a and linux-b"
     );
-    let prepared = linux::prepare(&sources, &demo_partitions())?;
-    describe_linux(&prepared);
-    for demo_disk in prepared.disks() {
-        if !disks
-            .iter()
-            .any(|disk| disk.partition == demo_disk.partition)
-        {
-            disks.push(demo_disk);
-        }
-    }
-    Ok((prepared.guest_flags(), disks))
-}
-
-/// The demo's partitions.
-fn demo_partitions() -> Vec<&'static str> {
-    linux::DEMO_GUESTS.iter().map(|(name, _)| *name).collect()
-}
-
-/// Captures QEMU virt's UART1 to a file when a partition that is granted it has a
-/// guest, and returns that partition.
-fn capture_second_serial(
-    board: BoardName,
-    guests: &bundle::GuestFlags,
-    config: &mut RunConfig,
-) -> Result<Option<String>> {
-    if board != BoardName::QemuVirt {
-        return Ok(None);
-    }
-    let table = bundle::board_table(board);
-    let specs = bundle::parse_flags(table, guests)?;
-    let Some(owner) = specs.into_iter().find(|spec| {
-        table.partitions.iter().any(|partition| {
-            partition.name == spec.partition && table.grants_device(partition, "uart1")
-        })
-    }) else {
-        return Ok(None);
-    };
-    let owner = owner.partition;
-    let dir = workspace_root().join("target").join("qemu");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join(format!("{}-uart1.log", board.name()));
-    eprintln!(
-        "xtask: {owner}'s console (UART1) is shown as [{owner}] and kept in {}",
-        path.display()
-    );
-    config.second_serial = Some(path);
-    Ok(Some(owner))
+    let demo = linux::demo_guests(&sources, &linux::demo_partitions(), disks)?;
+    describe_linux(&demo.prepared);
+    Ok((demo.flags, demo.disks))
 }
 
 /// Prints what `linux::prepare` made.
@@ -394,7 +337,7 @@ fn describe_linux(prepared: &linux::Prepared) {
 }
 
 fn guest_linux(args: &LinuxArgs) -> Result<ExitCode> {
-    let prepared = linux::prepare(&args.sources.sources(), &demo_partitions())?;
+    let prepared = linux::prepare(&args.sources.sources(), &linux::demo_partitions())?;
     describe_linux(&prepared);
     if !args.direct {
         return Ok(ExitCode::SUCCESS);
@@ -406,8 +349,13 @@ fn guest_linux(args: &LinuxArgs) -> Result<ExitCode> {
         guest.partition,
         linux::DIRECT_COMMAND_LINE
     );
-    let timeout = Duration::from_secs(args.direct_timeout);
-    let boot = linux::boot_directly(&prepared.kernel.image, guest, timeout, true)?;
+    let options = linux::DirectOptions {
+        timeout: Duration::from_secs(args.direct_timeout),
+        echo: true,
+        icount: false,
+    };
+    let timeout = options.timeout;
+    let boot = linux::boot_directly(&prepared.kernel.image, guest, &options)?;
     if boot.timed_out {
         bail!("the direct boot timed out after {} s", timeout.as_secs());
     }

@@ -1,7 +1,8 @@
 //! Booting an image under QEMU: stream its console through the defmt decoder, enforce
 //! a timeout, and turn QEMU's exit status into the run's verdict. A guest's console
 //! on the machine's second UART, captured to a file, is shown line by line next to
-//! the decoded log.
+//! the decoded log. Every decoded event and every line of the second UART keeps the
+//! time it reached the host, from QEMU's start (boot-time benchmarks).
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -45,6 +46,15 @@ pub enum Ending {
     TimedOut(Duration),
 }
 
+/// A line of output and when it reached the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimedLine {
+    /// From QEMU's start to the read that completed the line.
+    pub at: Duration,
+    /// The line, without its line ending.
+    pub text: String,
+}
+
 /// Everything a run produced.
 #[derive(Clone, Debug)]
 pub struct Outcome {
@@ -52,11 +62,16 @@ pub struct Outcome {
     pub ending: Ending,
     /// Every event the console stream held.
     pub events: Vec<LogEvent>,
+    /// When each of `events` reached the host, from QEMU's start.
+    pub event_arrivals: Vec<Duration>,
     /// The raw console bytes.
     pub raw: Vec<u8>,
     /// What the machine's second UART printed, when the run captured it
     /// ([`RunConfig::second_serial`]).
     pub second_serial: Vec<u8>,
+    /// When each line of [`Outcome::second_serial_lines`] reached the host, from
+    /// QEMU's start (to within [`FOLLOW_INTERVAL`]: the capture file is polled).
+    pub second_serial_arrivals: Vec<Duration>,
 }
 
 impl Outcome {
@@ -87,6 +102,30 @@ impl Outcome {
         String::from_utf8_lossy(&self.second_serial)
             .lines()
             .map(|line| line.trim_end_matches('\r').to_string())
+            .collect()
+    }
+
+    /// The second UART's lines with the time each reached the host.
+    pub fn second_serial_timed(&self) -> Vec<TimedLine> {
+        self.second_serial_lines()
+            .into_iter()
+            .zip(&self.second_serial_arrivals)
+            .map(|(text, &at)| TimedLine { at, text })
+            .collect()
+    }
+
+    /// The decoded messages with the time each reached the host.
+    pub fn messages_timed(&self) -> Vec<TimedLine> {
+        self.events
+            .iter()
+            .zip(&self.event_arrivals)
+            .filter_map(|(event, &at)| match event {
+                LogEvent::Line(line) => Some(TimedLine {
+                    at,
+                    text: line.message.clone(),
+                }),
+                LogEvent::Undecodable { .. } => None,
+            })
             .collect()
     }
 
@@ -128,14 +167,14 @@ pub fn run(
     run_watched(machine, run, elf, &watch)
 }
 
-/// What the reader threads pass to the run loop.
+/// What the reader threads pass to the run loop, with when they read it.
 enum Stream {
     /// Bytes of the hypervisor's console.
-    Console(Vec<u8>),
+    Console(Instant, Vec<u8>),
     /// The console reached its end: QEMU is gone.
     ConsoleClosed,
     /// Bytes of the second UART.
-    SecondSerial(Vec<u8>),
+    SecondSerial(Instant, Vec<u8>),
 }
 
 /// Boots `machine` with `run`, decoding against `elf`, as `watch` says.
@@ -151,6 +190,7 @@ pub fn run_watched(
         File::create(path).with_context(|| format!("creating {}", path.display()))?;
     }
     let binary = machine.qemu_binary();
+    let spawned = Instant::now();
     let mut child = Command::new(binary)
         .args(machine.arguments(run))
         .stdin(Stdio::null())
@@ -169,7 +209,7 @@ pub fn run_watched(
             if count == 0 {
                 break;
             }
-            let chunk = Stream::Console(buffer[..count].to_vec());
+            let chunk = Stream::Console(Instant::now(), buffer[..count].to_vec());
             if console_sender.send(chunk).is_err() {
                 return;
             }
@@ -190,6 +230,7 @@ pub fn run_watched(
     let started = Instant::now();
     let colour = stdout_is_terminal();
     let mut events = Vec::new();
+    let mut event_arrivals = Vec::new();
     let mut raw = Vec::new();
     let mut serial = SerialLines::new(&watch.second_serial_label, watch.echo != Echo::Quiet);
     let mut timed_out = false;
@@ -205,7 +246,7 @@ pub fn run_watched(
             None => Duration::from_secs(3600),
         };
         match receiver.recv_timeout(wait) {
-            Ok(Stream::Console(chunk)) => {
+            Ok(Stream::Console(read_at, chunk)) => {
                 if watch.echo == Echo::Raw {
                     print_hex(raw.len(), &chunk);
                 }
@@ -215,9 +256,10 @@ pub fn run_watched(
                         println!("{}", event.render(colour));
                     }
                     events.push(event);
+                    event_arrivals.push(read_at - spawned);
                 }
             }
-            Ok(Stream::SecondSerial(chunk)) => serial.feed(&chunk),
+            Ok(Stream::SecondSerial(read_at, chunk)) => serial.feed(&chunk, read_at - spawned),
             Ok(Stream::ConsoleClosed) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
         }
@@ -234,17 +276,19 @@ pub fn run_watched(
         let _ = tail.join();
     }
     for stream in receiver.try_iter() {
-        if let Stream::SecondSerial(chunk) = stream {
-            serial.feed(&chunk);
+        if let Stream::SecondSerial(read_at, chunk) = stream {
+            serial.feed(&chunk, read_at - spawned);
         }
     }
-    let second_serial = serial.finish();
+    let ended = spawned.elapsed();
+    let (second_serial, second_serial_arrivals) = serial.finish(ended);
     let stderr_text = stderr_reader.join().unwrap_or_default();
     if let Some(event) = decoder.finish() {
         if watch.echo == Echo::Decoded {
             println!("{}", event.render(colour));
         }
         events.push(event);
+        event_arrivals.push(ended);
     }
 
     let ending = if timed_out {
@@ -261,13 +305,16 @@ pub fn run_watched(
     Ok(Outcome {
         ending,
         events,
+        event_arrivals,
         raw,
         second_serial,
+        second_serial_arrivals,
     })
 }
 
-/// How often the second UART's file is read for new bytes.
-const FOLLOW_INTERVAL: Duration = Duration::from_millis(50);
+/// How often the second UART's file is read for new bytes: also how late a line
+/// of it may be stamped.
+pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Reads what QEMU appends to `path`, as `tail -f` does, until `done` is set and
 /// the file's end is reached.
@@ -293,7 +340,7 @@ fn follow(
                     thread::sleep(FOLLOW_INTERVAL);
                 }
                 Ok(count) => {
-                    let chunk = Stream::SecondSerial(buffer[..count].to_vec());
+                    let chunk = Stream::SecondSerial(Instant::now(), buffer[..count].to_vec());
                     if sender.send(chunk).is_err() {
                         return;
                     }
@@ -303,13 +350,76 @@ fn follow(
     })
 }
 
+/// Output read in chunks, cut into lines, each stamped with when the read that
+/// completed it happened.
+#[derive(Clone, Debug, Default)]
+pub struct Lines {
+    bytes: Vec<u8>,
+    /// Where the line not yet complete starts in `bytes`.
+    pending: usize,
+    arrivals: Vec<Duration>,
+}
+
+impl Lines {
+    /// Adds `chunk`, read `at` after QEMU's start; returns the lines it completed,
+    /// without their line endings.
+    pub fn feed(&mut self, chunk: &[u8], at: Duration) -> Vec<String> {
+        self.bytes.extend_from_slice(chunk);
+        let mut completed = Vec::new();
+        while let Some(end) = self.bytes[self.pending..].iter().position(|&b| b == b'\n') {
+            let line_end = self.pending + end;
+            completed.push(self.text(self.pending, line_end));
+            self.arrivals.push(at);
+            self.pending = line_end + 1;
+        }
+        completed
+    }
+
+    /// Ends the output `at` after QEMU's start: an unfinished last line counts as
+    /// a line, and is returned.
+    pub fn finish(&mut self, at: Duration) -> Option<String> {
+        if self.pending == self.bytes.len() {
+            return None;
+        }
+        let last = self.text(self.pending, self.bytes.len());
+        self.arrivals.push(at);
+        self.pending = self.bytes.len();
+        Some(last)
+    }
+
+    /// Every byte read.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The complete lines with their times (after [`Lines::finish`], every line).
+    pub fn timed(&self) -> Vec<TimedLine> {
+        let text = String::from_utf8_lossy(&self.bytes[..self.pending]);
+        text.lines()
+            .zip(&self.arrivals)
+            .map(|(line, &at)| TimedLine {
+                at,
+                text: line.trim_end_matches('\r').to_string(),
+            })
+            .collect()
+    }
+
+    /// The bytes read and when each line was completed.
+    pub fn into_parts(self) -> (Vec<u8>, Vec<Duration>) {
+        (self.bytes, self.arrivals)
+    }
+
+    fn text(&self, start: usize, end: usize) -> String {
+        let line = String::from_utf8_lossy(&self.bytes[start..end]);
+        line.trim_end_matches('\r').to_string()
+    }
+}
+
 /// The second UART's bytes, printed a line at a time as `[label] line`.
 struct SerialLines {
     prefix: String,
     echo: bool,
-    bytes: Vec<u8>,
-    /// Where the line not yet printed starts in `bytes`.
-    pending: usize,
+    lines: Lines,
 }
 
 impl SerialLines {
@@ -317,33 +427,29 @@ impl SerialLines {
         SerialLines {
             prefix: format!("[{label}] "),
             echo,
-            bytes: Vec::new(),
-            pending: 0,
+            lines: Lines::default(),
         }
     }
 
-    fn feed(&mut self, chunk: &[u8]) {
-        self.bytes.extend_from_slice(chunk);
-        while let Some(end) = self.bytes[self.pending..].iter().position(|&b| b == b'\n') {
-            let line_end = self.pending + end;
-            self.print(self.pending, line_end);
-            self.pending = line_end + 1;
+    fn feed(&mut self, chunk: &[u8], at: Duration) {
+        for line in self.lines.feed(chunk, at) {
+            self.print(&line);
         }
     }
 
-    fn print(&self, start: usize, end: usize) {
+    fn print(&self, line: &str) {
         if self.echo {
-            let line = String::from_utf8_lossy(&self.bytes[start..end]);
-            println!("{}{}", self.prefix, line.trim_end_matches('\r'));
+            println!("{}{line}", self.prefix);
         }
     }
 
-    /// Prints an unfinished last line and returns every byte.
-    fn finish(self) -> Vec<u8> {
-        if self.pending < self.bytes.len() {
-            self.print(self.pending, self.bytes.len());
+    /// Prints an unfinished last line, `at` the end of the run, and returns every
+    /// byte and when each line arrived.
+    fn finish(mut self, at: Duration) -> (Vec<u8>, Vec<Duration>) {
+        if let Some(last) = self.lines.finish(at) {
+            self.print(&last);
         }
-        self.bytes
+        self.lines.into_parts()
     }
 }
 
@@ -362,28 +468,65 @@ mod tests {
     #[test]
     fn second_serial_lines_survive_chunking() {
         let mut lines = SerialLines::new("linux-a", false);
-        for chunk in [
-            &b"[    0.0000"[..],
-            b"00] Booting Linux\r\nsecond",
-            b" line\r\n",
-            b"partial",
+        for (ms, chunk) in [
+            (1, &b"[    0.0000"[..]),
+            (2, b"00] Booting Linux\r\nsecond"),
+            (3, b" line\r\n"),
+            (4, b"partial"),
         ] {
-            lines.feed(chunk);
+            lines.feed(chunk, Duration::from_millis(ms));
         }
+        let inner = &lines.lines;
         assert_eq!(
-            &lines.bytes[lines.pending..],
+            &inner.bytes[inner.pending..],
             b"partial",
             "waits for its newline"
         );
+        let (second_serial, second_serial_arrivals) = lines.finish(Duration::from_millis(9));
         let outcome = Outcome {
             ending: Ending::TimedOut(Duration::from_secs(1)),
             events: Vec::new(),
+            event_arrivals: Vec::new(),
             raw: Vec::new(),
-            second_serial: lines.finish(),
+            second_serial,
+            second_serial_arrivals,
         };
         assert_eq!(
             outcome.second_serial_lines(),
             ["[    0.000000] Booting Linux", "second line", "partial"]
+        );
+        // Each line is stamped with the read that completed it.
+        let times: Vec<u64> = outcome
+            .second_serial_timed()
+            .iter()
+            .map(|line| line.at.as_millis() as u64)
+            .collect();
+        assert_eq!(times, [2, 3, 9]);
+    }
+
+    #[test]
+    fn lines_keep_empty_lines_and_their_times() {
+        let mut lines = Lines::default();
+        assert_eq!(lines.feed(b"a\n\nb", Duration::from_millis(5)), ["a", ""]);
+        assert_eq!(lines.finish(Duration::from_millis(7)).as_deref(), Some("b"));
+        assert_eq!(lines.finish(Duration::from_millis(8)), None);
+        let timed = lines.timed();
+        assert_eq!(
+            timed,
+            [
+                TimedLine {
+                    at: Duration::from_millis(5),
+                    text: "a".into()
+                },
+                TimedLine {
+                    at: Duration::from_millis(5),
+                    text: String::new()
+                },
+                TimedLine {
+                    at: Duration::from_millis(7),
+                    text: "b".into()
+                },
+            ]
         );
     }
 }
