@@ -163,17 +163,19 @@ pub fn inject(context: &mut GuestContext, injection: &transom_vmm_core::inject::
 }
 
 /// Reads `size` bytes (1, 2, 4 or 8) at device address `address` with exactly one
-/// load of that width.
+/// load of that width. `address` is a register EL2 maps as device memory
+/// (`el2_device_windows`: a trapped window or an interrupt-controller frame).
 ///
 /// # Panics
 ///
 /// For another size; callers check the size and alignment against the trap
-/// window first.
+/// window (or the register's width) first.
 pub fn mmio_read(address: u64, size: u8) -> u64 {
     let value: u64;
     // SAFETY: `address` lies in a trapped window the board table grants to the
-    // partition, which EL2 maps as device memory (`el2_device_windows`); one load of
-    // the guest's width is what the guest asked the device for.
+    // partition or in a GIC frame, both of which EL2 maps as device memory
+    // (`el2_device_windows`); one load of the asked width is what the guest (or the
+    // GIC driver) asked the device for, and a device read touches no Rust memory.
     unsafe {
         match size {
             1 => asm!("ldrb {0:w}, [{1}]", out(reg) value, in(reg) address, options(nostack)),
@@ -187,10 +189,10 @@ pub fn mmio_read(address: u64, size: u8) -> u64 {
 }
 
 /// Writes the low `size` bytes (1, 2, 4 or 8) of `value` to device address
-/// `address` with exactly one store of that width.
+/// `address` (as for [`mmio_read`]) with exactly one store of that width.
 pub fn mmio_write(address: u64, size: u8, value: u64) {
-    // SAFETY: as in `mmio_read`: a device address of a trapped window, mapped at
-    // EL2, written once with the guest's width.
+    // SAFETY: as in `mmio_read`: a device address of a trapped window or a GIC
+    // frame, mapped at EL2 as device memory, written once with the asked width.
     unsafe {
         match size {
             1 => asm!("strb {0:w}, [{1}]", in(reg) value, in(reg) address, options(nostack)),
