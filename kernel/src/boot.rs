@@ -92,9 +92,10 @@ pub fn primary_main<B: Board>(device_tree: usize, console: &'static ConsoleCell<
     exit::end_run(vcpu::launch(partitions, &starts))
 }
 
-/// Sets up a GICv3 (distributor, then this CPU), if the machine has one; the
-/// other CPUs set up their own part as they come online. Without one, guests get
-/// no interrupts.
+/// Sets up the machine's GIC (distributor, then this CPU), if it has one the
+/// hypervisor can virtualize: a GICv3, or a GICv2 with its virtualization
+/// extensions (GICH and GICV). The other CPUs set up their own part as they come
+/// online. Without one, guests get no interrupts.
 fn init_gic(board: &transom_boards::Board, tree: &FirmwareTree<'_>) {
     use transom_boards::DeviceKind;
     let frame = |kind: DeviceKind| {
@@ -104,23 +105,39 @@ fn init_gic(board: &transom_boards::Board, tree: &FirmwareTree<'_>) {
             .find(|region| region.kind == kind && tree.decodes(region.base).unwrap_or(false))
             .map(|region| region.range())
     };
-    let (Some(distributor), Some(redistributors)) = (
-        frame(DeviceKind::GicDistributor),
-        frame(DeviceKind::GicRedistributor),
-    ) else {
-        defmt::info!("no GICv3: guests get no interrupts");
+    let Some(distributor) = frame(DeviceKind::GicDistributor) else {
+        defmt::info!("no GIC distributor: guests get no interrupts");
         return;
     };
-    arch::gic::init(distributor, redistributors);
-    if arch::gic::init_cpu(0, arch::cpu::mpidr()) {
-        defmt::info!(
-            "GICv3: distributor {=u64:#x}, redistributors {=u64:#x}",
-            distributor.start,
-            redistributors.start
-        );
-    } else {
-        defmt::warn!("GICv3: no redistributor has the boot CPU's affinity");
+    if let Some(redistributors) = frame(DeviceKind::GicRedistributor) {
+        arch::gic::init(distributor, redistributors);
+        if arch::gic::init_cpu(0, arch::cpu::mpidr()) {
+            defmt::info!(
+                "GICv3: distributor {=u64:#x}, redistributors {=u64:#x}",
+                distributor.start,
+                redistributors.start
+            );
+        } else {
+            defmt::warn!("GICv3: no redistributor has the boot CPU's affinity");
+        }
+        return;
     }
+    let (Some(cpu_interface), Some(hypervisor_interface), Some(_)) = (
+        frame(DeviceKind::GicCpuInterface),
+        frame(DeviceKind::GicHypervisor),
+        frame(DeviceKind::GicVirtualCpu),
+    ) else {
+        defmt::info!("a GIC without virtualization extensions: guests get no interrupts");
+        return;
+    };
+    arch::gic::init_v2(distributor, cpu_interface, hypervisor_interface);
+    arch::gic::init_cpu(0, arch::cpu::mpidr());
+    defmt::info!(
+        "GICv2: distributor {=u64:#x}, CPU interface {=u64:#x}, virtual interface control {=u64:#x}",
+        distributor.start,
+        cpu_interface.start,
+        hypervisor_interface.start
+    );
 }
 
 /// The board table with `granule` (from `transom.granule`) instead of its own, and

@@ -17,7 +17,7 @@ use crate::arch;
 use crate::stage2::PartitionStage2;
 use crate::vcpu::{Partition, Start};
 use crate::vgic::PartitionGic;
-use transom_vmm_core::vgic::{Line, LineKind};
+use transom_vmm_core::vgic::{Line, LineKind, Version};
 
 /// The device tree's slot: the last 2 MiB of the partition's RAM (booting.rst: at
 /// most 2 MiB, 8-byte aligned).
@@ -43,9 +43,9 @@ pub fn load(
     let console = board.console_region().range();
     let mut partitions = Vec::with_capacity(spaces.len());
     let mut starts = Vec::new();
-    for (index, (stage2, table)) in spaces.into_iter().zip(board.partitions).enumerate() {
+    for (index, (mut stage2, table)) in spaces.into_iter().zip(board.partitions).enumerate() {
         let files = bundle.as_ref().and_then(|bundle| bundle.guest(stage2.name));
-        let vgic = virtual_gic(board, &stage2, table.cpus, gic);
+        let vgic = virtual_gic(board, &mut stage2, table.cpus, gic)?;
         let partition = Partition::new(stage2, table.cpus, Some(console), vgic);
         match files {
             Some(files) => {
@@ -105,25 +105,61 @@ fn bundle(board: &Board, tree: &FirmwareTree<'_>) -> Result<Option<Bundle<'stati
     }
 }
 
-/// The partition's virtual GIC, where the machine has a GICv3 the hypervisor set
-/// up: the lines of its granted devices passed through, the virtual PL011's (the
-/// console's line, never enabled physically) virtual.
+/// The partition's virtual GIC, where the machine has a GIC the hypervisor set up:
+/// the lines of its granted devices passed through, the virtual PL011's (the
+/// console's line, never enabled physically) virtual. A GICv2 guest's CPU
+/// interface is the GIC's virtual CPU interface, mapped at the guest's GICC.
 fn virtual_gic(
     board: &Board,
-    stage2: &PartitionStage2,
+    stage2: &mut PartitionStage2,
     cpus: &'static [usize],
     gic: Option<GuestGic>,
-) -> Option<PartitionGic> {
-    let Some(GuestGic::V3 {
-        distributor,
-        redistributors,
-    }) = gic
-    else {
-        return None;
-    };
+) -> Result<Option<PartitionGic>, Verdict> {
     if !arch::gic::present() {
-        return None;
+        return Ok(None);
     }
+    let (version, distributor, redistributor_base) = match gic {
+        Some(GuestGic::V3 {
+            distributor,
+            redistributors,
+        }) if !arch::gic::is_v2() => (Version::V3, distributor, redistributors.start),
+        Some(GuestGic::V2 {
+            distributor,
+            cpu_interface,
+        }) if arch::gic::is_v2() => {
+            let Some(gicv) = board
+                .devices
+                .iter()
+                .find(|region| region.kind == DeviceKind::GicVirtualCpu)
+            else {
+                defmt::error!(
+                    "partition {=str}: the board table has no GIC virtual CPU interface (GICV)",
+                    stage2.name
+                );
+                return Err(Verdict::BoardMismatch);
+            };
+            if let Err(error) =
+                stage2.map_virtual_cpu_interface(cpu_interface, gicv, board.granule.size())
+            {
+                defmt::error!(
+                    "stage 2 of {=str}: GICV {=u64:#x} at GICC {=u64:#x}: {}",
+                    stage2.name,
+                    gicv.base,
+                    cpu_interface.start,
+                    defmt::Debug2Format(&error)
+                );
+                return Err(Verdict::TestFailure);
+            }
+            defmt::info!(
+                "stage 2 of {=str}: GICV {=u64:#x} mapped at the guest's GICC {=u64:#x}",
+                stage2.name,
+                gicv.base,
+                cpu_interface.start
+            );
+            (Version::V2, distributor, 0)
+        }
+        _ => return Ok(None),
+    };
     let mut lines: Vec<Line> = Vec::new();
     for (device, _) in &stage2.windows {
         let Some(region) = board.device(device) else {
@@ -142,12 +178,13 @@ fn virtual_gic(
             lines.push(Line::new(intid, LineKind::Virtual));
         }
     }
-    Some(PartitionGic::new(
+    Ok(Some(PartitionGic::new(
+        version,
         distributor,
-        redistributors.start,
+        redistributor_base,
         cpus,
         lines,
-    ))
+    )))
 }
 
 /// The GIC as a guest sees it: v3 where the machine has redistributors, else v2

@@ -4,7 +4,7 @@
 
 use alloc::vec::Vec;
 
-use transom_boards::{Board, PhysRange};
+use transom_boards::{Board, PhysRange, Region};
 use transom_vmm_core::firmware_tree::FirmwareTree;
 use transom_vmm_core::stage2::layout::Stage2Layout;
 use transom_vmm_core::stage2::reserved::{ReservedRegistry, ReservedSource};
@@ -31,6 +31,27 @@ pub struct PartitionStage2 {
     pub windows: Vec<(&'static str, MappedWindow)>,
     /// The tables and the trap table.
     pub space: PartitionSpace<HeapTables>,
+}
+
+impl PartitionStage2 {
+    /// Shows the GIC's virtual CPU interface `gicv` at `guest`, the CPU interface
+    /// (GICC) of the guest's device tree, for as many bytes as both have. The guest
+    /// then runs its CPU interface on the hardware's virtual one, without traps
+    /// (IHI 0048B.b 5.1: GICV has GICC's register layout).
+    pub fn map_virtual_cpu_interface(
+        &mut self,
+        guest: PhysRange,
+        gicv: &Region,
+        page_size: u64,
+    ) -> Result<(), Stage2Error> {
+        let range = PhysRange::new(guest.start, guest.size().min(gicv.size));
+        let mut tlb = PartitionTlb {
+            vttbr: self.vttbr,
+            page_size,
+        };
+        self.space
+            .map_device_at(range, gicv.base, gicv.attributes, &mut tlb)
+    }
 }
 
 /// Builds every partition's stage 2 (see the module doc), loads `VTCR_EL2` for the

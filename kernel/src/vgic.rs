@@ -1,13 +1,16 @@
-//! A partition's virtual GICv3 at run time: its emulated distributor and
+//! A partition's virtual GIC at run time: its emulated distributor and (GICv3)
 //! redistributors (`transom_vmm_core::vgic`) behind a lock, each vCPU's queue of
 //! interrupts to inject, and the list registers of the CPU the vCPU is pinned to.
+//! A GICv2 guest's CPU interface is the hardware's virtual one (GICV), mapped in
+//! its stage 2 where it expects its GICC (see `guest_load`).
 //!
 //! An interrupt reaches a vCPU in one of three ways:
 //! - a physical line the partition owns (a granted device's SPI, the virtual timer's
 //!   PPI) fires on the vCPU's CPU and exits the guest; the hypervisor acknowledges
 //!   it, drops its priority and queues it, and it goes into a list register with the
 //!   hardware bit, so the guest's deactivation deactivates the physical line;
-//! - a vCPU sends an SGI (`ICC_SGI1R_EL1`, trapped by `HCR_EL2.IMO`);
+//! - a vCPU sends an SGI (`ICC_SGI1R_EL1`, trapped by `HCR_EL2.IMO`; a GICv2's
+//!   `GICD_SGIR`, a distributor write);
 //! - the guest writes `ISPENDR` for a virtual line.
 //!
 //! Queueing sets a bit in the target vCPU's pending set; if the target runs on
@@ -25,7 +28,8 @@ use transom_boards::PhysRange;
 use transom_vmm_core::esr::DataAccess;
 use transom_vmm_core::mmio;
 use transom_vmm_core::vgic::{
-    self, Backend, FIRST_SPI, GicRefusal, Line, LineKind, LineOp, VIRTUAL_TIMER, VirtualGic,
+    self, Backend, FIRST_SPI, GicRefusal, Line, LineKind, LineOp, VIRTUAL_TIMER, Version,
+    VirtualGic,
 };
 
 use crate::arch::gic::{self, lr};
@@ -47,7 +51,8 @@ const LR_STATE_ACTIVE: u64 = 1 << 63;
 pub struct PartitionGic {
     /// The distributor frame, as an IPA range of the guest.
     pub distributor: PhysRange,
-    /// The redistributors, one [`vgic::REDISTRIBUTOR_STRIDE`] per vCPU.
+    /// The redistributors, one [`vgic::REDISTRIBUTOR_STRIDE`] per vCPU (empty for
+    /// a GICv2).
     pub redistributors: PhysRange,
     cpus: &'static [usize],
     state: Mutex<VirtualGic>,
@@ -58,11 +63,12 @@ pub struct PartitionGic {
 }
 
 impl PartitionGic {
-    /// The virtual GIC of a partition on `cpus`, its distributor at `distributor`
-    /// and redistributors from `redistributor_base`, owning `lines`. Routes the
-    /// passthrough SPIs to the partition's first CPU; they stay disabled until the
-    /// guest enables them.
+    /// The `version` virtual GIC of a partition on `cpus`, its distributor at
+    /// `distributor` and (GICv3) redistributors from `redistributor_base`, owning
+    /// `lines`. Routes the passthrough SPIs to the partition's first CPU; they stay
+    /// disabled until the guest enables them.
     pub fn new(
+        version: Version,
         distributor: PhysRange,
         redistributor_base: u64,
         cpus: &'static [usize],
@@ -78,15 +84,18 @@ impl PartitionGic {
                 gic::route(line.intid, cpu);
             }
         }
-        let redistributors = PhysRange::new(
-            redistributor_base,
-            vgic::REDISTRIBUTOR_STRIDE * cpus.len() as u64,
-        );
+        let redistributors = match version {
+            Version::V3 => PhysRange::new(
+                redistributor_base,
+                vgic::REDISTRIBUTOR_STRIDE * cpus.len() as u64,
+            ),
+            Version::V2 => PhysRange::new(redistributor_base, 0),
+        };
         PartitionGic {
             distributor,
             redistributors,
             cpus,
-            state: Mutex::new(VirtualGic::new(cpus.len(), lines, typer, iidr)),
+            state: Mutex::new(VirtualGic::new(version, cpus.len(), lines, typer, iidr)),
             passthrough,
             pending: [const { [const { AtomicU64::new(0) }; WORDS] }; MAX_VCPUS],
             queued: [const { AtomicBool::new(false) }; MAX_VCPUS],
@@ -107,16 +116,18 @@ impl PartitionGic {
         x: &mut [u64; 31],
     ) -> Result<(), GicRefusal> {
         let mut backend = Physical { gic: self };
+        let me = crate::arch::cpu::cpu_index();
+        let vcpu = self.cpus.iter().position(|&cpu| cpu == me).unwrap_or(0);
         let mut state = self.state.lock();
         let value = access.write.then(|| mmio::store_value(access, x));
         let result = if self.distributor.contains(ipa) {
             let offset = ipa - self.distributor.start;
             match value {
                 Some(value) => {
-                    state.write_distributor(offset, access.size, value, &mut backend)?;
+                    state.write_distributor(vcpu, offset, access.size, value, &mut backend)?;
                     None
                 }
-                None => Some(state.read_distributor(offset, access.size, &backend)?),
+                None => Some(state.read_distributor(vcpu, offset, access.size, &backend)?),
             }
         } else {
             let offset = ipa - self.redistributors.start;
@@ -164,11 +175,12 @@ impl PartitionGic {
     /// pending set is looked at before the next entry anyway).
     pub fn take_interrupts(&self, vcpu: usize) {
         loop {
-            let intid = gic::acknowledge();
+            let acknowledged = gic::acknowledge();
+            let intid = gic::interrupt_id(acknowledged);
             if intid >= gic::SPURIOUS {
                 break;
             }
-            gic::drop_priority(intid);
+            gic::drop_priority(acknowledged);
             if has_bit(&self.passthrough, intid) {
                 self.raise(intid, vcpu);
                 continue;
@@ -176,7 +188,7 @@ impl PartitionGic {
             if intid != gic::KICK_SGI && intid != gic::MAINTENANCE_PPI {
                 defmt::warn!("interrupt {=u32} is not the partition's; ignored", intid);
             }
-            gic::deactivate(intid);
+            gic::deactivate(acknowledged);
         }
     }
 

@@ -1,6 +1,10 @@
-//! The virtual GICv3 a partition sees: its distributor and one redistributor per
-//! vCPU, emulated on trapped accesses, plus the encodings of the list registers and
-//! of `ICC_SGI1R_EL1` that injection needs.
+//! The virtual GIC a partition sees, emulated on trapped accesses: a GICv3's
+//! distributor and one redistributor per vCPU, or a GICv2's distributor (its
+//! SGI/PPI registers banked per vCPU, see `vgic/v2.rs`), plus the encodings of the list
+//! registers and of `ICC_SGI1R_EL1` that injection needs. The CPU interface is
+//! never emulated: a GICv3 guest uses its `ICC_*` system registers, which the
+//! hardware points at the virtual CPU interface, and a GICv2 guest finds the
+//! hardware's virtual CPU interface (GICV) mapped where it expects its GICC.
 //!
 //! A guest sees and configures only its own lines, as the board table decides:
 //! - **passthrough** SPIs (its devices' interrupts) and the virtual timer's PPI:
@@ -24,6 +28,8 @@
 use alloc::vec::Vec;
 
 use transom_boards::IntId;
+
+mod v2;
 
 /// One distributor frame.
 pub const DISTRIBUTOR_SIZE: u64 = 0x1_0000;
@@ -174,9 +180,21 @@ impl Redistributor {
     }
 }
 
-/// A partition's virtual GICv3.
+/// The GIC architecture a guest sees: its machine's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    /// GICv2 (IHI 0048B.b): the distributor banks SGIs and PPIs per CPU,
+    /// `GICD_ITARGETSR` routes SPIs and `GICD_SGIR` sends SGIs.
+    V2,
+    /// GICv3 (IHI 0069H) with affinity routing: redistributors, `GICD_IROUTER`,
+    /// `ICC_SGI1R_EL1`.
+    V3,
+}
+
+/// A partition's virtual GIC.
 #[derive(Clone, Debug)]
 pub struct VirtualGic {
+    version: Version,
     ctlr: u32,
     typer: u32,
     iidr: u32,
@@ -185,16 +203,23 @@ pub struct VirtualGic {
 }
 
 impl VirtualGic {
-    /// A GIC for `vcpus` vCPUs owning `lines`, whose `GICD_TYPER` and `GICD_IIDR`
-    /// read as the physical distributor's `typer` (without LPIs, MBIS or security
-    /// extension bits) and `iidr`.
-    pub fn new(vcpus: usize, lines: Vec<Line>, typer: u32, iidr: u32) -> Self {
+    /// A `version` GIC for `vcpus` vCPUs owning `lines`, whose `GICD_TYPER` and
+    /// `GICD_IIDR` read as the physical distributor's `typer` (without LPIs, MBIS
+    /// or security extension bits; a GICv2's `CPUNumber` counts the vCPUs) and
+    /// `iidr`.
+    pub fn new(version: Version, vcpus: usize, lines: Vec<Line>, typer: u32, iidr: u32) -> Self {
         // ITLinesNumber (4:0), CPUNumber (7:5), IDbits (23:19); LPIS (17), MBIS (16),
         // SecurityExtn (10), No1N (25) and the rest cleared.
         const KEPT: u32 = 0x1f | (0x7 << 5) | (0x1f << 19);
+        let typer = match version {
+            Version::V3 => typer & KEPT,
+            // IHI 0048B.b 4.3.2: ITLinesNumber (4:0), CPUNumber (7:5) = CPUs - 1.
+            Version::V2 => typer & 0x1f | ((vcpus.max(1) as u32 - 1) & 0x7) << 5,
+        };
         VirtualGic {
+            version,
             ctlr: 0,
-            typer: typer & KEPT,
+            typer,
             iidr,
             lines,
             redistributors: alloc::vec![Redistributor::new(); vcpus],
@@ -211,9 +236,18 @@ impl VirtualGic {
         self.redistributors.len()
     }
 
-    /// Whether the guest has its group-1 interrupts on (`GICD_CTLR.EnableGrp1`).
+    /// The architecture the guest sees.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// Whether the guest has its interrupts on: `GICD_CTLR.EnableGrp1` (v3), or
+    /// `Enable` (v2, whose lines are all group 0).
     pub fn distributor_enabled(&self) -> bool {
-        self.ctlr & CTLR_ENABLE_GRP1 != 0
+        match self.version {
+            Version::V3 => self.ctlr & CTLR_ENABLE_GRP1 != 0,
+            Version::V2 => self.ctlr & v2::CTLR_ENABLE != 0,
+        }
     }
 
     /// The priority the guest gave `intid` on `vcpu` (SGIs and PPIs are per vCPU).
@@ -249,27 +283,36 @@ impl VirtualGic {
         self.lines.iter().find(|line| line.intid == intid)
     }
 
-    /// A read of the distributor at `offset`.
+    /// A read of the distributor at `offset` by vCPU `vcpu` (whose banked SGI and
+    /// PPI registers a GICv2 distributor shows).
     pub fn read_distributor(
         &self,
+        vcpu: usize,
         offset: u64,
         size: u8,
         backend: &impl Backend,
     ) -> Result<u64, GicRefusal> {
+        if self.version == Version::V2 {
+            return v2::read(self, vcpu, offset, size, backend);
+        }
         check_width(offset, size, gicd::IPRIORITYR..gicd::ICFGR)?;
         Ok(assemble(offset, size, |word| {
             self.distributor_word(word, backend)
         }))
     }
 
-    /// A write of `value` to the distributor at `offset`.
+    /// A write of `value` to the distributor at `offset` by vCPU `vcpu`.
     pub fn write_distributor(
         &mut self,
+        vcpu: usize,
         offset: u64,
         size: u8,
         value: u64,
         backend: &mut impl Backend,
     ) -> Result<(), GicRefusal> {
+        if self.version == Version::V2 {
+            return v2::write(self, vcpu, offset, size, value, backend);
+        }
         check_width(offset, size, gicd::IPRIORITYR..gicd::ICFGR)?;
         if (gicd::IPRIORITYR..gicd::ICFGR).contains(&offset) {
             for byte in 0..u64::from(size) {
@@ -717,6 +760,7 @@ mod tests {
     /// at INTID 33.
     fn gic(vcpus: usize) -> VirtualGic {
         VirtualGic::new(
+            Version::V3,
             vcpus,
             vec![
                 Line::new(IntId(79), LineKind::Passthrough),
@@ -732,11 +776,11 @@ mod tests {
     fn the_distributor_identifies_as_gicv3_with_affinity_routing() {
         let gic = gic(1);
         let backend = Recorder::default();
-        assert_eq!(gic.read_distributor(0xffe8, 4, &backend), Ok(0x3b));
-        let ctlr = gic.read_distributor(0, 4, &backend).unwrap();
+        assert_eq!(gic.read_distributor(0, 0xffe8, 4, &backend), Ok(0x3b));
+        let ctlr = gic.read_distributor(0, 0, 4, &backend).unwrap();
         assert_eq!(ctlr, u64::from(CTLR_ARE | CTLR_DS));
         // No LPIs for the guest: GICD_TYPER.LPIS (bit 17) clear, lines kept.
-        assert_eq!(gic.read_distributor(4, 4, &backend), Ok(0x8 | 15 << 19));
+        assert_eq!(gic.read_distributor(0, 4, 4, &backend), Ok(0x8 | 15 << 19));
     }
 
     #[test]
@@ -744,14 +788,17 @@ mod tests {
         let mut gic = gic(1);
         let mut backend = Recorder::default();
         // ISENABLER2 covers INTIDs 64..95: all ones from the guest.
-        gic.write_distributor(0x108, 4, u32::MAX as u64, &mut backend)
+        gic.write_distributor(0, 0x108, 4, u32::MAX as u64, &mut backend)
             .unwrap();
         assert_eq!(backend.ops, [(79, 0, LineOp::Enable(true))]);
-        assert_eq!(gic.read_distributor(0x108, 4, &backend), Ok(1 << (79 - 64)));
+        assert_eq!(
+            gic.read_distributor(0, 0x108, 4, &backend),
+            Ok(1 << (79 - 64))
+        );
         // Someone else's line (INTID 78) reads as disabled.
-        assert_eq!(gic.read_distributor(0x188, 4, &backend), Ok(1 << 15));
+        assert_eq!(gic.read_distributor(0, 0x188, 4, &backend), Ok(1 << 15));
         // ICENABLER0 holds SGIs and PPIs: RES0 with affinity routing.
-        gic.write_distributor(0x180, 4, u32::MAX as u64, &mut backend)
+        gic.write_distributor(0, 0x180, 4, u32::MAX as u64, &mut backend)
             .unwrap();
         assert_eq!(backend.ops.len(), 1);
     }
@@ -760,11 +807,13 @@ mod tests {
     fn a_virtual_line_is_raised_by_the_hypervisor_not_the_hardware() {
         let mut gic = gic(1);
         let mut backend = Recorder::default();
-        gic.write_distributor(0x104, 4, 0b10, &mut backend).unwrap();
+        gic.write_distributor(0, 0x104, 4, 0b10, &mut backend)
+            .unwrap();
         assert!(backend.ops.is_empty());
         assert!(gic.enabled(33, 0));
         // ISPENDR1 bit 1 = INTID 33: queued for injection.
-        gic.write_distributor(0x204, 4, 0b10, &mut backend).unwrap();
+        gic.write_distributor(0, 0x204, 4, 0b10, &mut backend)
+            .unwrap();
         assert_eq!(backend.injected, [(33, 0)]);
     }
 
@@ -772,23 +821,23 @@ mod tests {
     fn priorities_take_byte_and_word_accesses() {
         let mut gic = gic(1);
         let mut backend = Recorder::default();
-        gic.write_distributor(0x400 + 79, 1, 0xa0, &mut backend)
+        gic.write_distributor(0, 0x400 + 79, 1, 0xa0, &mut backend)
             .unwrap();
         assert_eq!(gic.priority(79, 0), 0xa0);
         assert_eq!(
-            gic.read_distributor(0x400 + 76, 4, &backend),
+            gic.read_distributor(0, 0x400 + 76, 4, &backend),
             Ok(0xa000_0000)
         );
-        gic.write_distributor(0x400 + 76, 4, 0x1122_3344, &mut backend)
+        gic.write_distributor(0, 0x400 + 76, 4, 0x1122_3344, &mut backend)
             .unwrap();
         assert_eq!(gic.priority(79, 0), 0x11);
         // A byte outside the priority block is refused.
         assert_eq!(
-            gic.write_distributor(0x100, 1, 1, &mut backend),
+            gic.write_distributor(0, 0x100, 1, 1, &mut backend),
             Err(GicRefusal::Width)
         );
         assert_eq!(
-            gic.read_distributor(0x102, 4, &backend),
+            gic.read_distributor(0, 0x102, 4, &backend),
             Err(GicRefusal::Width)
         );
     }
@@ -798,18 +847,18 @@ mod tests {
         let mut gic = gic(2);
         let mut backend = Recorder::default();
         // ICFGR4 covers INTIDs 64..79; INTID 79 is field 15, bit 31 = edge.
-        gic.write_distributor(0xc10, 4, 1 << 31, &mut backend)
+        gic.write_distributor(0, 0xc10, 4, 1 << 31, &mut backend)
             .unwrap();
-        assert_eq!(gic.read_distributor(0xc10, 4, &backend), Ok(1 << 31));
+        assert_eq!(gic.read_distributor(0, 0xc10, 4, &backend), Ok(1 << 31));
         // IROUTER79 = vCPU 1, a 64-bit write.
-        gic.write_distributor(0x6000 + 79 * 8, 8, 1, &mut backend)
+        gic.write_distributor(0, 0x6000 + 79 * 8, 8, 1, &mut backend)
             .unwrap();
         assert_eq!(gic.route(79), Some(1));
         assert_eq!(
             backend.ops,
             [(79, 0, LineOp::Edge(true)), (79, 1, LineOp::Route)]
         );
-        assert_eq!(gic.read_distributor(0x6000 + 79 * 8, 8, &backend), Ok(1));
+        assert_eq!(gic.read_distributor(0, 0x6000 + 79 * 8, 8, &backend), Ok(1));
     }
 
     #[test]

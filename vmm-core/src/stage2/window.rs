@@ -5,7 +5,7 @@
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
-use transom_boards::{Access, Mapping, PhysRange, Region};
+use transom_boards::{Access, Mapping, MemoryAttributes, PhysRange, Region};
 
 use super::descriptor::Leaf;
 use super::table::{Stage2Error, Stage2Tables, TableMemory, TlbMaintenance};
@@ -110,6 +110,20 @@ impl<M: TableMemory> PartitionSpace<M> {
             }
         }
         Ok(window)
+    }
+
+    /// Maps the IPAs `range` to the device registers at `output` with
+    /// `attributes`: the one device mapping whose IPA is not its address, a GICv2's
+    /// virtual CPU interface shown where the guest expects its CPU interface.
+    pub fn map_device_at(
+        &mut self,
+        range: PhysRange,
+        output: u64,
+        attributes: MemoryAttributes,
+        tlb: &mut dyn TlbMaintenance,
+    ) -> Result<(), Stage2Error> {
+        self.tables
+            .map(range, output, Leaf::device(attributes), tlb)
     }
 
     /// Undoes exactly what `map_window` did for `window` of `region`: a page another

@@ -1,7 +1,9 @@
-//! The physical GICv3 as the hypervisor drives it: the distributor and each CPU's
-//! redistributor (memory-mapped), the EL2 CPU interface (`ICC_*`), and the virtual
-//! CPU interface's control registers (`ICH_*`) through which guests get their
-//! interrupts.
+//! The physical GIC as the hypervisor drives it. For a GICv3: the distributor and
+//! each CPU's redistributor (memory-mapped), the EL2 CPU interface (`ICC_*`), and
+//! the virtual CPU interface's control registers (`ICH_*`) through which guests get
+//! their interrupts. A GICv2 (`gic/v2.rs`) has the same distributor registers for SPIs
+//! and its own ways for the rest; the functions here hide which one the machine
+//! has, and list registers are always in the `ICH_LR<n>_EL2` layout.
 //!
 //! Every line is non-secure group 1 (the GIC has one security state on the boards
 //! Transom runs on: `GICD_CTLR.DS` = 1) at one priority; affinity routing is on.
@@ -15,13 +17,15 @@
 //! of each block.
 
 use core::arch::asm;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use aarch64_cpu::asm::barrier;
 use transom_boards::PhysRange;
 
 use super::entry::MAX_CPUS;
 use super::guest::{mmio_read, mmio_write};
+
+mod v2;
 
 /// The SGI one CPU sends another to make it look at its vCPU's pending interrupts.
 pub const KICK_SGI: u32 = 0;
@@ -60,6 +64,8 @@ const WAKER_PROCESSOR_SLEEP: u32 = 1 << 1;
 const WAKER_CHILDREN_ASLEEP: u32 = 1 << 2;
 
 static DISTRIBUTOR: AtomicU64 = AtomicU64::new(0);
+/// Whether the GIC is a GICv2 (set once, before [`DISTRIBUTOR`]).
+static IS_V2: AtomicBool = AtomicBool::new(false);
 /// Each logical CPU's `RD_base` (0: not found).
 static REDISTRIBUTORS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 /// Each logical CPU's `MPIDR_EL1` affinity.
@@ -86,9 +92,23 @@ fn write64(address: u64, value: u64) {
     mmio_write(address, 8, value);
 }
 
-/// Whether the GICv3 is set up (the board has one and [`init`] ran).
+/// Whether a GIC is set up (the board has one and [`init`] or [`init_v2`] ran).
 pub fn present() -> bool {
     DISTRIBUTOR.load(Ordering::Acquire) != 0
+}
+
+/// Whether the GIC that is set up is a GICv2.
+pub fn is_v2() -> bool {
+    IS_V2.load(Ordering::Relaxed)
+}
+
+/// Sets up a GICv2 (boot CPU, once, before the other CPUs start): the
+/// distributor, and where each CPU finds its banked CPU interface and virtual
+/// interface control block.
+pub fn init_v2(distributor: PhysRange, cpu_interface: PhysRange, hypervisor_interface: PhysRange) {
+    IS_V2.store(true, Ordering::Relaxed);
+    v2::init(distributor, cpu_interface, hypervisor_interface);
+    DISTRIBUTOR.store(distributor.start, Ordering::Release);
 }
 
 /// Sets up the distributor at `distributor` (boot CPU, once, before the other CPUs
@@ -143,6 +163,9 @@ pub fn distributor_identity() -> (u32, u32) {
 pub fn init_cpu(cpu: usize, affinity: u64) -> bool {
     if !present() {
         return false;
+    }
+    if is_v2() {
+        return v2::init_cpu(cpu);
     }
     let Some(rd) = find_redistributor(affinity) else {
         return false;
@@ -215,9 +238,11 @@ fn router_value(cpu: usize) -> u64 {
 }
 
 /// The register block holding `intid`'s bit or byte: the distributor for an SPI,
-/// CPU `cpu`'s SGI frame for an SGI or PPI.
+/// CPU `cpu`'s SGI frame for an SGI or PPI. A GICv2 banks SGIs and PPIs in the
+/// distributor: only the CPU itself reaches them, and every caller with an SGI or
+/// PPI is running on `cpu`.
 fn block(intid: u32, cpu: usize) -> u64 {
-    if intid < 32 {
+    if intid < 32 && !is_v2() {
         REDISTRIBUTORS[cpu].load(Ordering::Acquire) + GICR_SGI
     } else {
         DISTRIBUTOR.load(Ordering::Acquire)
@@ -298,6 +323,9 @@ pub fn route(intid: u32, cpu: usize) {
     if intid < 32 {
         return;
     }
+    if is_v2() {
+        return v2::route(intid, cpu);
+    }
     let address = DISTRIBUTOR.load(Ordering::Acquire) + GICD_IROUTER + u64::from(intid) * 8;
     write64(address, router_value(cpu));
 }
@@ -305,6 +333,9 @@ pub fn route(intid: u32, cpu: usize) {
 /// Sends [`KICK_SGI`] to logical CPU `cpu` (`ICC_SGI1R_EL1`: Aff3, Aff2, Aff1 and a
 /// target list bit for Aff0, IHI 0069H 12.2.22).
 pub fn kick(cpu: usize) {
+    if is_v2() {
+        return v2::kick(cpu);
+    }
     let affinity = AFFINITIES[cpu].load(Ordering::Acquire);
     let aff0 = affinity & 0xff;
     let aff1 = (affinity >> 8) & 0xff;
@@ -323,43 +354,122 @@ pub fn kick(cpu: usize) {
     unsafe { asm!("msr icc_sgi1r_el1, {0}", "isb", in(reg) value, options(nostack)) };
 }
 
-/// Acknowledges the highest-priority pending group-1 interrupt (`ICC_IAR1_EL1`);
-/// [`SPURIOUS`] or above if none.
+/// Acknowledges the highest-priority pending interrupt (`ICC_IAR1_EL1`, or a
+/// GICv2's `GICC_IAR`). The value goes back to [`drop_priority`] and
+/// [`deactivate`] as it is; [`interrupt_id`] of it is [`SPURIOUS`] or above if
+/// nothing was pending.
 pub fn acknowledge() -> u32 {
+    if is_v2() {
+        return v2::acknowledge();
+    }
     let intid: u64;
     // SAFETY: reading IAR acknowledges an interrupt of this CPU; the caller ends it.
     unsafe { asm!("mrs {0}, icc_iar1_el1", out(reg) intid, options(nostack)) };
     intid as u32
 }
 
+/// The INTID of an [`acknowledge`] value: a GICv2 adds the SGI sender's CPU in
+/// bits 12:10 (IHI 0048B.b 4.4.4); a GICv3's value is the INTID (IHI 0069H
+/// 12.2.13), and this hypervisor has no LPIs, so bits 9:0 hold it either way.
+pub fn interrupt_id(acknowledged: u32) -> u32 {
+    acknowledged & 0x3ff
+}
+
 /// Acknowledges and ends every interrupt pending for this CPU while it runs no
 /// vCPU (the kick SGI that woke it from `WFI`).
 pub fn drain() {
     loop {
-        let intid = acknowledge();
-        if intid >= SPURIOUS {
+        let acknowledged = acknowledge();
+        if interrupt_id(acknowledged) >= SPURIOUS {
             return;
         }
-        drop_priority(intid);
-        deactivate(intid);
+        drop_priority(acknowledged);
+        deactivate(acknowledged);
     }
 }
 
-/// Drops the running priority of `intid` (`ICC_EOIR1_EL1`; with EOImode = 1 this
-/// does not deactivate).
+/// Drops the running priority of an acknowledged interrupt (`ICC_EOIR1_EL1`,
+/// `GICC_EOIR`; with EOImode = 1 this does not deactivate).
 pub fn drop_priority(intid: u32) {
+    if is_v2() {
+        return v2::drop_priority(intid);
+    }
     // SAFETY: ends the acknowledgement of `intid` on this CPU.
     unsafe { asm!("msr icc_eoir1_el1, {0}", in(reg) u64::from(intid), options(nostack)) };
 }
 
-/// Deactivates `intid` (`ICC_DIR_EL1`).
+/// Deactivates an acknowledged interrupt, or a physical line a list register
+/// held (`ICC_DIR_EL1`, `GICC_DIR`).
 pub fn deactivate(intid: u32) {
+    if is_v2() {
+        return v2::deactivate(intid);
+    }
     // SAFETY: deactivates an interrupt this CPU acknowledged.
     unsafe { asm!("msr icc_dir_el1, {0}", "isb", in(reg) u64::from(intid), options(nostack)) };
 }
 
-/// The virtual CPU interface's list registers (`ICH_LR<n>_EL2`).
+/// The virtual CPU interface's control: a GICv3's `ICH_*_EL2` registers or a
+/// GICv2's GICH block, list registers in the `ICH_LR<n>_EL2` layout either way.
 pub mod lr {
+    use super::{ich, is_v2, v2};
+
+    /// How many list registers this CPU has.
+    pub fn count() -> usize {
+        if is_v2() {
+            v2::lr::count()
+        } else {
+            ich::count()
+        }
+    }
+
+    /// Bit n set when list register n holds no interrupt.
+    pub fn empty() -> u64 {
+        if is_v2() {
+            v2::lr::empty()
+        } else {
+            ich::empty()
+        }
+    }
+
+    /// Sets `ICH_HCR_EL2` (`GICH_HCR`: En and UIE are the same bits).
+    pub fn set_control(value: u64) {
+        if is_v2() {
+            v2::lr::set_control(value)
+        } else {
+            ich::set_control(value)
+        }
+    }
+
+    /// Sets `ICH_VMCR_EL2` (`GICH_VMCR`); only ever 0, the guest's reset state.
+    pub fn set_vm_control(value: u64) {
+        if is_v2() {
+            v2::lr::set_vm_control(value)
+        } else {
+            ich::set_vm_control(value)
+        }
+    }
+
+    /// List register `n`.
+    pub fn read(n: usize) -> u64 {
+        if is_v2() {
+            v2::lr::read(n)
+        } else {
+            ich::read(n)
+        }
+    }
+
+    /// Writes list register `n`.
+    pub fn write(n: usize, value: u64) {
+        if is_v2() {
+            v2::lr::write(n, value)
+        } else {
+            ich::write(n, value)
+        }
+    }
+}
+
+/// A GICv3's virtual CPU interface control (`ICH_*_EL2`).
+mod ich {
     use core::arch::asm;
 
     /// How many list registers this CPU has (`ICH_VTR_EL2.ListRegs` + 1).
