@@ -17,7 +17,7 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use transom_qemu::VirtioDisk;
+use transom_qemu::{GicVersion, Machine, VirtCpu, VirtioDisk};
 use transom_tests::{BOOT_TIMEOUT, assert_verdict};
 use transom_vmm_core::verdict::Verdict;
 use xtask::boards::BoardName;
@@ -187,6 +187,38 @@ fn linux_a_and_linux_b_each_see_only_their_own_transport_and_disk() {
     let outcome = boot(&demo);
     let transcript = outcome.transcript();
     assert_verdict(&outcome, Verdict::Pass);
+    for (expected, other) in [(&LINUX_A, &LINUX_B), (&LINUX_B, &LINUX_A)] {
+        let console = console(&demo, &outcome, expected.partition);
+        assert_guest(&console, expected, &[other], &transcript);
+    }
+}
+
+/// Both guests again on `virt` with `gic-version=2`: Linux drives a GICv2
+/// (`arm,cortex-a15-gic`) whose distributor Transom emulates and whose CPU
+/// interface is the hardware's virtual one (QEMU `VIRT_GIC_VCPU`, 0x0804_0000)
+/// mapped at the guest's GICC (`VIRT_GIC_CPU`, 0x0801_0000). Each guest's disk
+/// works only if its transport's passthrough interrupt and the virtual timer's PPI
+/// arrive through the GICv2 list registers.
+#[test]
+fn linux_a_and_linux_b_boot_on_a_gicv2() {
+    let _one = one_at_a_time();
+    let mut demo = demo(&[LINUX_A.partition, LINUX_B.partition], "test-linux-ab-v2");
+    demo.machine = Machine::virt(GicVersion::V2, 4)
+        .expect("a valid machine")
+        .with_cpu(VirtCpu::CortexA72);
+
+    let outcome = boot(&demo);
+    let transcript = outcome.transcript();
+    assert_verdict(&outcome, Verdict::Pass);
+    for partition in [LINUX_A.partition, LINUX_B.partition] {
+        let mapped = format!(
+            "stage 2 of {partition}: GICV 0x8040000 mapped at the guest's GICC 0x8010000"
+        );
+        assert!(
+            outcome.lines().any(|line| line.message == mapped),
+            "no `{mapped}` in\n{transcript}"
+        );
+    }
     for (expected, other) in [(&LINUX_A, &LINUX_B), (&LINUX_B, &LINUX_A)] {
         let console = console(&demo, &outcome, expected.partition);
         assert_guest(&console, expected, &[other], &transcript);
