@@ -211,9 +211,8 @@ fn linux_a_and_linux_b_boot_on_a_gicv2() {
     let transcript = outcome.transcript();
     assert_verdict(&outcome, Verdict::Pass);
     for partition in [LINUX_A.partition, LINUX_B.partition] {
-        let mapped = format!(
-            "stage 2 of {partition}: GICV 0x8040000 mapped at the guest's GICC 0x8010000"
-        );
+        let mapped =
+            format!("stage 2 of {partition}: GICV 0x8040000 mapped at the guest's GICC 0x8010000");
         assert!(
             outcome.lines().any(|line| line.message == mapped),
             "no `{mapped}` in\n{transcript}"
