@@ -8,6 +8,7 @@ use alloc::vec::Vec;
 
 use transom_boards::{Board, DeviceKind, PhysRange};
 use transom_vmm_core::firmware_tree::FirmwareTree;
+use transom_vmm_core::guest::boot_info::{self, BootWindow};
 use transom_vmm_core::guest::bundle::{Bundle, GuestFiles};
 use transom_vmm_core::guest::image;
 use transom_vmm_core::guest::tree::{self, GuestDevice, GuestGic, GuestTree, TimerInterrupts};
@@ -49,11 +50,12 @@ pub fn load(
         let partition = Partition::new(stage2, table.cpus, Some(console), vgic);
         match files {
             Some(files) => {
-                let (entry, x0) = load_one(board, &partition, &files, gic)?;
+                let loaded = load_one(board, &partition, &files, gic)?;
                 starts.push(Start {
                     partition: index,
-                    entry,
-                    x0,
+                    entry: loaded.entry,
+                    x0: loaded.x0,
+                    x1: loaded.x1,
                 });
             }
             None if bundle.is_some() => defmt::info!(
@@ -210,13 +212,13 @@ fn guest_gic(board: &Board, tree: &FirmwareTree<'_>) -> Option<GuestGic> {
     })
 }
 
-/// Loads one partition's guest; returns its entry point and x0.
+/// Loads one partition's guest; returns its entry point, x0 and x1.
 fn load_one(
     board: &Board,
     partition: &Partition,
     files: &GuestFiles<'_>,
     gic: Option<GuestGic>,
-) -> Result<(u64, u64), Verdict> {
+) -> Result<Loaded, Verdict> {
     let name = partition.stage2.name;
     let refuse = |what: &str, error: &dyn core::fmt::Display| refused(name, what, error);
     let ram = *partition
@@ -322,10 +324,19 @@ fn load_one(
     let cpus: Vec<u64> = (0..partition.cpus.len() as u64)
         .map(|vcpu| (1 << 31) | vcpu)
         .collect();
+    // A Transom-native guest's boot-info page: the last page of its RAM, inside the
+    // device tree's slot, and reserved in the tree so the guest keeps it.
+    let boot_info_page = files.boot_info.then(|| {
+        PhysRange::new(
+            ram.end - boot_info::PAGE_SIZE as u64,
+            boot_info::PAGE_SIZE as u64,
+        )
+    });
+    let reserved: Vec<PhysRange> = boot_info_page.into_iter().collect();
     let description = GuestTree {
         partition: name,
         memory: partition.stage2.ram,
-        reserved: &[],
+        reserved: &reserved,
         cpus: &cpus,
         gic,
         timer: TimerInterrupts::BSA,
@@ -335,13 +346,21 @@ fn load_one(
         devices: &devices,
     };
     let blob = tree::build(&description).map_err(|error| refuse("device tree", &error))?;
-    if blob.len() as u64 > TREE_SLOT {
+    let tree_room = boot_info_page.map_or(ram.end, |page| page.start) - tree_base;
+    if blob.len() as u64 > tree_room {
         return Err(refuse(
             "device tree",
-            &format_args!("{} bytes, over 2 MiB", blob.len()),
+            &format_args!("{} bytes, over its slot's {tree_room}", blob.len()),
         ));
     }
     arch::guest::copy_to_guest_ram(ram, tree_base, &blob);
+    let x1 = match boot_info_page {
+        Some(page) => {
+            write_boot_info(board, partition, page, tree_base)?;
+            page.start
+        }
+        None => 0,
+    };
     defmt::info!(
         "partition {=str}: image {=u64:#x}..{=u64:#x} (text_offset {=u64:#x}), device tree {=u64:#x} ({=usize} bytes, {=usize} devices)",
         name,
@@ -360,7 +379,57 @@ fn load_one(
             range.end
         );
     }
-    Ok((plan.load_address, tree_base))
+    Ok(Loaded {
+        entry: plan.load_address,
+        x0: tree_base,
+        x1,
+    })
+}
+
+/// Where a loaded guest starts.
+struct Loaded {
+    entry: u64,
+    x0: u64,
+    x1: u64,
+}
+
+/// Writes `partition`'s boot-info page at `page` (see
+/// `transom_vmm_core::guest::boot_info`).
+fn write_boot_info(
+    board: &Board,
+    partition: &Partition,
+    page: PhysRange,
+    tree: u64,
+) -> Result<(), Verdict> {
+    let name = partition.stage2.name;
+    let windows: Vec<BootWindow<'_>> = partition
+        .stage2
+        .windows
+        .iter()
+        .filter_map(|(device, window)| {
+            let region = board.device(device)?;
+            Some(BootWindow {
+                device,
+                span: window.span,
+                device_ipa: window.device_ipa,
+                size: window.size,
+                mode: window.mode,
+                access: region.access,
+                interrupts: region.interrupts.as_slice(),
+            })
+        })
+        .collect();
+    let bytes = boot_info::build(&windows, partition.cpus.len() as u32, tree)
+        .map_err(|error| refused(name, "boot-info page", &error))?;
+    let ram = partition.stage2.ram[0];
+    arch::guest::copy_to_guest_ram(ram, page.start, &bytes);
+    defmt::info!(
+        "partition {=str}: boot-info page {=u64:#x} ({=usize} windows) in x1",
+        name,
+        page.start,
+        windows.len()
+    );
+    Ok(())
 }
 
 /// Logs why partition `name`'s guest is refused.

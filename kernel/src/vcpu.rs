@@ -155,12 +155,15 @@ struct Assignment {
     vcpu: usize,
     entry: u64,
     x0: u64,
+    x1: u64,
 }
 
 static PARTITIONS: Once<Vec<Partition>> = Once::new();
 static MAILBOX: [Mutex<Option<Assignment>>; MAX_CPUS] = [const { Mutex::new(None) }; MAX_CPUS];
 
-/// How a vCPU is started: its entry point and x0 (the device tree, for Linux).
+/// How a vCPU is started: its entry point, x0 (the device tree) and x1 (a
+/// Transom-native guest's boot-info page; 0 for Linux, as its booting document
+/// requires).
 #[derive(Clone, Copy)]
 pub struct Start {
     /// The partition's index in the list given to [`launch`].
@@ -169,6 +172,8 @@ pub struct Start {
     pub entry: u64,
     /// x0 at entry.
     pub x0: u64,
+    /// x1 at entry.
+    pub x1: u64,
 }
 
 /// Publishes `partitions`, starts vCPU 0 of each partition in `starts` on its
@@ -204,6 +209,7 @@ pub fn launch(partitions: Vec<Partition>, starts: &[Start]) -> Verdict {
                 vcpu: 0,
                 entry: start.entry,
                 x0: start.x0,
+                x1: start.x1,
             },
         );
     }
@@ -291,6 +297,7 @@ fn run(assignment: Assignment) {
         ..GuestContext::default()
     };
     context.x[0] = assignment.x0;
+    context.x[1] = assignment.x1;
     guest::enter_vcpu(partition.stage2.vttbr, partition.stage2.vtcr, vcpu);
     if partition.gic.is_some() {
         crate::vgic::enter();
@@ -488,6 +495,7 @@ fn power_call(partitions: &[Partition], index: usize, context: &mut GuestContext
                     vcpu,
                     entry,
                     x0: context_id,
+                    x1: 0,
                 },
             );
             defmt::info!(

@@ -476,6 +476,7 @@ mod tests {
                 image: &image_a,
                 initrd: Some(b"070701 cpio"),
                 command_line: Some("console=ttyAMA0"),
+                boot_info: false,
             })
         );
         assert_eq!(bundle.guest("linux-b").expect("linux-b").image, image_b);

@@ -26,7 +26,7 @@
 //! | offset | size | field | value |
 //! |---|---|---|---|
 //! | 0 | 32 | partition | the partition's name as the board table spells it: 1 to 31 bytes of UTF-8 without NUL, then NUL bytes to the end of the field |
-//! | 32 | 4 | kind | 1 kernel image, 2 initrd, 3 command line ([`EntryKind`]) |
+//! | 32 | 4 | kind | 1 kernel image, 2 initrd, 3 command line, 4 boot-info request ([`EntryKind`]) |
 //! | 36 | 4 | reserved | 0 |
 //! | 40 | 8 | offset | where the payload starts: a multiple of 8 |
 //! | 48 | 8 | length | the payload's length in bytes |
@@ -38,7 +38,11 @@
 //! Rules on the entries:
 //!
 //! - at most one entry of each kind per partition;
-//! - a partition with an initrd or a command line has a kernel image too;
+//! - a partition with an initrd, a command line or a boot-info request has a kernel
+//!   image too;
+//! - a boot-info request has an empty payload: it marks the image as Transom-native,
+//!   and the guest gets the address of its boot-info page ([`super::boot_info`]) in
+//!   x1 (other guests get x1 = 0, as Linux's booting document requires);
 //! - a command line is UTF-8 without NUL (the hypervisor adds the terminator when it
 //!   writes the guest's `/chosen/bootargs`).
 //!
@@ -93,11 +97,19 @@ pub enum EntryKind {
     Initrd = 2,
     /// The guest's kernel command line: UTF-8 without NUL.
     CommandLine = 3,
+    /// No payload: the image is Transom-native and wants its boot-info page's
+    /// address in x1.
+    BootInfo = 4,
 }
 
 impl EntryKind {
     /// Every kind, in code order.
-    pub const ALL: [EntryKind; 3] = [EntryKind::Image, EntryKind::Initrd, EntryKind::CommandLine];
+    pub const ALL: [EntryKind; 4] = [
+        EntryKind::Image,
+        EntryKind::Initrd,
+        EntryKind::CommandLine,
+        EntryKind::BootInfo,
+    ];
 
     /// The kind with `code`, if there is one.
     pub fn from_code(code: u32) -> Option<EntryKind> {
@@ -115,6 +127,7 @@ impl EntryKind {
             EntryKind::Image => "kernel image",
             EntryKind::Initrd => "initrd",
             EntryKind::CommandLine => "command line",
+            EntryKind::BootInfo => "boot-info request",
         }
     }
 }
@@ -248,6 +261,13 @@ pub enum BundleError {
         /// The kind field.
         kind: u32,
     },
+    /// A boot-info request carries a payload.
+    BootInfoPayload {
+        /// The partition.
+        partition: PartitionName,
+        /// The payload's length.
+        length: u64,
+    },
     /// An entry's reserved field is not 0.
     EntryReserved {
         /// The entry.
@@ -375,7 +395,11 @@ impl fmt::Display for BundleError {
             BundleError::UnknownKind { entry, kind } => write!(
                 f,
                 "entry {entry}: unknown kind {kind} (1 = kernel image, 2 = initrd, \
-                 3 = command line)"
+                 3 = command line, 4 = boot-info request)"
+            ),
+            BundleError::BootInfoPayload { partition, length } => write!(
+                f,
+                "partition {partition}: a boot-info request has no payload, this one has {length} bytes"
             ),
             BundleError::EntryReserved { entry, value } => write!(
                 f,
@@ -425,6 +449,7 @@ impl fmt::Display for BundleError {
                     EntryKind::Image => "a kernel image",
                     EntryKind::Initrd => "an initrd",
                     EntryKind::CommandLine => "a command line",
+                    EntryKind::BootInfo => "a boot-info request",
                 };
                 write!(f, "partition {partition} has {what} but no kernel image")
             }
@@ -466,6 +491,8 @@ pub struct GuestFiles<'a> {
     pub initrd: Option<&'a [u8]>,
     /// The kernel command line, if any.
     pub command_line: Option<&'a str>,
+    /// Whether the guest is Transom-native and gets a boot-info page.
+    pub boot_info: bool,
 }
 
 /// A checked bundle, borrowing its bytes.
@@ -687,6 +714,7 @@ fn collect_guests<'a>(
                 image: entry.payload,
                 initrd: None,
                 command_line: None,
+                boot_info: false,
             };
             (entry.partition, files)
         })
@@ -708,9 +736,25 @@ fn collect_guests<'a>(
             EntryKind::CommandLine => {
                 files.command_line = Some(command_line(name, entry.payload)?);
             }
+            EntryKind::BootInfo => {
+                boot_info_request(name, entry.payload)?;
+                files.boot_info = true;
+            }
         }
     }
     Ok(guests)
+}
+
+/// A boot-info request's payload: empty.
+fn boot_info_request(partition: PartitionName, bytes: &[u8]) -> Result<(), BundleError> {
+    if bytes.is_empty() {
+        Ok(())
+    } else {
+        Err(BundleError::BootInfoPayload {
+            partition,
+            length: bytes.len() as u64,
+        })
+    }
 }
 
 /// `bytes` as a command line: UTF-8 without NUL.
@@ -765,6 +809,9 @@ impl BundleBuilder {
         }
         if kind == EntryKind::CommandLine {
             command_line(name, bytes)?;
+        }
+        if kind == EntryKind::BootInfo {
+            boot_info_request(name, bytes)?;
         }
         self.entries.push((name, kind, bytes.to_vec()));
         Ok(())
@@ -883,6 +930,7 @@ mod tests {
                 image: b"image of a..",
                 initrd: Some(&[0x30, 0x37, 0x30, 0x37]),
                 command_line: Some("console=ttyAMA0 earlycon"),
+                boot_info: false,
             })
         );
         assert_eq!(
@@ -891,6 +939,7 @@ mod tests {
                 image: b"image of b",
                 initrd: None,
                 command_line: None,
+                boot_info: false,
             })
         );
         assert_eq!(bundle.guest("linux-c"), None);
@@ -1187,7 +1236,8 @@ mod tests {
         assert_eq!(error, BundleError::UnknownKind { entry: 2, kind: 7 });
         assert_eq!(
             error.to_string(),
-            "entry 2: unknown kind 7 (1 = kernel image, 2 = initrd, 3 = command line)"
+            "entry 2: unknown kind 7 (1 = kernel image, 2 = initrd, 3 = command line, \
+             4 = boot-info request)"
         );
 
         let mut bytes = sample();
@@ -1352,11 +1402,38 @@ mod tests {
         assert_eq!(EntryKind::Image.code(), 1);
         assert_eq!(EntryKind::Initrd.code(), 2);
         assert_eq!(EntryKind::CommandLine.code(), 3);
+        assert_eq!(EntryKind::BootInfo.code(), 4);
         for kind in EntryKind::ALL {
             assert_eq!(EntryKind::from_code(kind.code()), Some(kind));
         }
         assert_eq!(EntryKind::from_code(0), None);
-        assert_eq!(EntryKind::from_code(4), None);
+        assert_eq!(EntryKind::from_code(5), None);
+    }
+
+    #[test]
+    fn a_boot_info_request_marks_its_guest_native_and_has_no_payload() {
+        let mut builder = BundleBuilder::new();
+        builder
+            .add("native", EntryKind::Image, b"image")
+            .expect("add");
+        builder
+            .add("native", EntryKind::BootInfo, b"")
+            .expect("add");
+        builder
+            .add("linux", EntryKind::Image, b"image")
+            .expect("add");
+        let bytes = builder.finish();
+        let bundle = Bundle::parse(&bytes).expect("parses");
+        assert!(bundle.guest("native").expect("native").boot_info);
+        assert!(!bundle.guest("linux").expect("linux").boot_info);
+
+        let error = BundleBuilder::new()
+            .add("native", EntryKind::BootInfo, b"x")
+            .expect_err("a payload");
+        assert_eq!(
+            error.to_string(),
+            "partition native: a boot-info request has no payload, this one has 1 bytes"
+        );
     }
 
     proptest! {
