@@ -374,6 +374,9 @@ fn data_abort(partition: &Partition, esr: Esr, context: &mut GuestContext) -> Fl
             Flow::Resume
         }
         Err(refusal) => {
+            if access.is_none() {
+                name_unsyndromed_instruction(partition, ipa, context);
+            }
             let write = access.is_some_and(|access| access.write);
             defmt::warn!(
                 "partition {=str}: {=str} at IPA {=u64:#x} from PC {=u64:#x} refused ({}): abort injected",
@@ -385,6 +388,28 @@ fn data_abort(partition: &Partition, esr: Esr, context: &mut GuestContext) -> Fl
             );
             inject_or_stop(partition, inject::data_abort(context.spsr, write), context)
         }
+    }
+}
+
+/// Logs the instruction behind a data abort without a syndrome (ISV = 0), which
+/// Transom refuses rather than decodes: its encoding and what kind of load or
+/// store it is, read through the guest's own translation.
+fn name_unsyndromed_instruction(partition: &Partition, ipa: u64, context: &GuestContext) {
+    match guest::guest_instruction(partition.stage2.ram, context.elr) {
+        Some(word) => defmt::warn!(
+            "partition {=str}: access to IPA {=u64:#x} without a syndrome (ISV = 0): the instruction at PC {=u64:#x} is {=u32:#010x}, {}, which Transom does not emulate",
+            partition.name(),
+            ipa,
+            context.elr,
+            word,
+            defmt::Display2Format(&transom_vmm_core::insn::LoadStore::of(word))
+        ),
+        None => defmt::warn!(
+            "partition {=str}: access to IPA {=u64:#x} without a syndrome (ISV = 0) from PC {=u64:#x}, which does not translate to the partition's RAM",
+            partition.name(),
+            ipa,
+            context.elr
+        ),
     }
 }
 

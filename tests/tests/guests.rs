@@ -37,6 +37,10 @@ const LOAD_W3: u32 = 0xb940_0083;
 /// virtio-mmio transport (its registers are 32 bits wide, virtio 1.2, 4.2.2).
 const LOAD_X3: u32 = 0xf940_0083;
 
+/// `LDP W3, W5, [X4]`: a load pair, which gives a data abort no instruction
+/// syndrome (Arm ARM D24.2.48: ISV is 0 for load/store pairs).
+const LOAD_PAIR: u32 = 0x2940_1483;
+
 /// The guest of `tests/guests/minimal.s` for a partition whose transport is at
 /// `own` and whose neighbour's is at `neighbour`.
 fn minimal_guest(own: u32, neighbour: u32) -> Vec<u8> {
@@ -230,6 +234,36 @@ fn an_unallowed_width_aborts_into_the_guest() {
     assert_verdict(&outcome, Verdict::Pass);
     assert!(
         outcome.logged("partition linux-a: read at IPA 0xa003e00 from PC 0x5000005c refused (64-bit access not allowed): abort injected"),
+        "{transcript}"
+    );
+    assert!(outcome.logged("[linux-a] A"), "{transcript}");
+    assert!(!outcome.logged("[linux-a] Y"), "{transcript}");
+}
+
+/// A load pair on the guest's own window has no syndrome to forward with: the
+/// guest gets an abort in its own vector, and the hypervisor's log names the
+/// instruction it read through the guest's translation (its encoding and class),
+/// then carries on.
+#[test]
+fn a_load_pair_without_syndrome_is_named_and_aborted() {
+    let bundle = write_bundle(
+        "pair",
+        &[(
+            "linux-a",
+            guest_with_first_load(0x0a00_3e00, 0x0a00_3c00, LOAD_PAIR),
+        )],
+    );
+    let outcome = boot_with_bundle(bundle);
+    let transcript = outcome.transcript();
+    assert_verdict(&outcome, Verdict::Pass);
+    assert!(
+        outcome.logged(
+            "partition linux-a: access to IPA 0xa003e00 without a syndrome (ISV = 0): the instruction at PC 0x5000005c is 0x29401483, a load/store pair (LDP/STP), which Transom does not emulate"
+        ),
+        "{transcript}"
+    );
+    assert!(
+        outcome.logged("refused (no instruction syndrome (ISV = 0)): abort injected"),
         "{transcript}"
     );
     assert!(outcome.logged("[linux-a] A"), "{transcript}");

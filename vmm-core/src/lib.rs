@@ -14,6 +14,7 @@ pub mod esr;
 pub mod firmware_tree;
 pub mod guest;
 pub mod inject;
+pub mod insn;
 pub mod mmio;
 pub mod psci;
 pub mod stage2;

@@ -274,6 +274,40 @@ pub fn read_guest_ram_u64(ram: PhysRange, address: u64) -> u64 {
     unsafe { core::ptr::read(address as *const u64) }
 }
 
+/// The A64 instruction at the running guest's virtual address `pc`, read from
+/// its RAM `banks`: translated through the guest's own stage 1 and its stage 2
+/// with `AT S12E1R` (Arm ARM C5.5.13; the vCPU's EL1 registers and `VTTBR_EL2` are
+/// live while its exit is handled). `None` if the translation faults or ends
+/// outside `banks`. `PAR_EL1` is the guest's; it is put back.
+pub fn guest_instruction(banks: &[PhysRange], pc: u64) -> Option<u32> {
+    let par: u64;
+    // SAFETY: `AT` only writes `PAR_EL1`, which is restored before the guest runs
+    // again; it changes no memory and no translation.
+    unsafe {
+        asm!(
+            "mrs {saved}, par_el1",
+            "at s12e1r, {va}",
+            "isb",
+            "mrs {par}, par_el1",
+            "msr par_el1, {saved}",
+            saved = out(reg) _,
+            par = out(reg) par,
+            va = in(reg) pc,
+            options(nostack)
+        );
+    }
+    // PAR_EL1.F (bit 0) set: the walk faulted. Otherwise PA in bits 51:12.
+    if par & 1 != 0 || !pc.is_multiple_of(4) {
+        return None;
+    }
+    let address = (par & 0x000f_ffff_ffff_f000) | (pc & 0xfff);
+    let bank = banks
+        .iter()
+        .find(|bank| bank.start <= address && address + 4 <= bank.end)?;
+    let word = read_guest_ram_u64(*bank, address & !7);
+    Some((word >> (8 * (address & 4))) as u32)
+}
+
 global_asm!(
     r#"
     .section .text, "ax"
