@@ -34,6 +34,9 @@ pub struct GuestFlags {
     pub initrds: Vec<String>,
     /// `--bootargs PARTITION=LINE`: the partition's kernel command line.
     pub bootargs: Vec<String>,
+    /// `--boot-info PARTITION`: the partition's guest is Transom-native and gets a
+    /// boot-info page in x1.
+    pub boot_info: Vec<String>,
 }
 
 /// One partition's guest, from the flags.
@@ -47,6 +50,8 @@ pub struct GuestSpec {
     pub initrd: Option<PathBuf>,
     /// Its kernel command line.
     pub command_line: Option<String>,
+    /// Whether it is Transom-native and gets a boot-info page in x1.
+    pub boot_info: bool,
 }
 
 /// `board`'s table.
@@ -95,7 +100,17 @@ pub fn parse_flags(board: &Board, flags: &GuestFlags) -> Result<Vec<GuestSpec>> 
             image: PathBuf::from(path),
             initrd: None,
             command_line: None,
+            boot_info: false,
         });
+    }
+    for partition in &flags.boot_info {
+        let value = partition.as_str();
+        let guest = guest_for(&mut guests, "--boot-info", value, value)?;
+        ensure!(
+            !guest.boot_info,
+            "--boot-info {value}: partition {value} is given twice"
+        );
+        guest.boot_info = true;
     }
     for value in &flags.initrds {
         let (partition, path) = split_flag(board, "--initrd", "PARTITION=FILE", value)?;
@@ -220,6 +235,9 @@ fn add_guest(board: &Board, guest: &GuestSpec, builder: &mut BundleBuilder) -> R
             .add(name, EntryKind::CommandLine, line.as_bytes())
             .with_context(|| format!("--bootargs for partition {name}"))?;
     }
+    if guest.boot_info {
+        builder.add(name, EntryKind::BootInfo, &[])?;
+    }
     Ok(())
 }
 
@@ -324,7 +342,30 @@ mod tests {
             guests: owned(guests),
             initrds: owned(initrds),
             bootargs: owned(bootargs),
+            boot_info: Vec::new(),
         }
+    }
+
+    #[test]
+    fn boot_info_marks_a_guest_native_and_needs_its_guest() {
+        let mut given = flags(&["linux-a=a/Image", "linux-b=b/Image"], &[], &[]);
+        given.boot_info = vec!["linux-b".into()];
+        let guests = parse_flags(qemu_virt(), &given).expect("valid flags");
+        assert_eq!(
+            guests
+                .iter()
+                .map(|guest| guest.boot_info)
+                .collect::<Vec<_>>(),
+            [false, true]
+        );
+        let mut orphan = flags(&["linux-a=a/Image"], &[], &[]);
+        orphan.boot_info = vec!["linux-b".into()];
+        let error = parse_flags(qemu_virt(), &orphan).expect_err("no guest");
+        assert_eq!(
+            error.to_string(),
+            "--boot-info linux-b: partition linux-b has no --guest image (add --guest \
+             linux-b=IMAGE)"
+        );
     }
 
     fn qemu_virt() -> &'static Board {
@@ -361,12 +402,14 @@ mod tests {
                     image: "out/Image".into(),
                     initrd: Some("rootfs.cpio".into()),
                     command_line: Some("console=ttyAMA0 root=/dev/ram0".into()),
+                    boot_info: false,
                 },
                 GuestSpec {
                     partition: "linux-b".into(),
                     image: "other/Image".into(),
                     initrd: None,
                     command_line: None,
+                    boot_info: false,
                 },
             ]
         );
@@ -454,12 +497,14 @@ mod tests {
                 image: dir.file("Image-a", &image_a),
                 initrd: Some(dir.file("rootfs.cpio", b"070701 cpio")),
                 command_line: Some("console=ttyAMA0".into()),
+                boot_info: false,
             },
             GuestSpec {
                 partition: "linux-b".into(),
                 image: dir.file("Image-b", &image_b),
                 initrd: None,
                 command_line: None,
+                boot_info: false,
             },
         ];
         let path = write(BoardName::QemuVirt, &guests, &dir.0).expect("written");
@@ -490,6 +535,7 @@ mod tests {
             image: path,
             initrd: None,
             command_line: None,
+            boot_info: false,
         };
         let build_error = |path: PathBuf| {
             format!(
@@ -555,6 +601,7 @@ mod tests {
             image,
             initrd: Some(initrd.clone()),
             command_line: None,
+            boot_info: false,
         };
         let error = build(qemu_virt(), std::slice::from_ref(&guest)).expect_err("no room");
         assert_eq!(
@@ -604,6 +651,7 @@ mod tests {
             image: dir.file("Image", &arm64_image(MIB)),
             initrd: None,
             command_line: Some("quiet\0debug".into()),
+            boot_info: false,
         };
         let error = build(qemu_virt(), &[guest]).expect_err("NUL");
         assert_eq!(

@@ -158,13 +158,18 @@ struct QemuArgs {
     /// hypervisor's: that is `--bootarg`).
     #[arg(long = "bootargs", value_name = "PARTITION=\"...\"")]
     guest_bootargs: Vec<String>,
+    /// A partition given with `--guest` whose guest is Transom-native: it gets
+    /// the address of its boot-info page (its windows, exact offsets, widths and
+    /// interrupts) in x1; Linux guests must not be given this.
+    #[arg(long = "boot-info", value_name = "PARTITION")]
+    boot_info: Vec<String>,
     /// A raw disk image for a partition, on the virtio-mmio transport the board
     /// table grants it (QEMU virt).
     #[arg(long = "disk", value_name = "PARTITION=FILE")]
     disks: Vec<String>,
     /// Boot a ready-made set of guests (fills --guest, --initrd, --bootargs and
     /// --disk; see `cargo xtask guest linux`).
-    #[arg(long, value_enum, conflicts_with_all = ["guests", "initrds", "guest_bootargs"])]
+    #[arg(long, value_enum, conflicts_with_all = ["guests", "initrds", "guest_bootargs", "boot_info"])]
     demo: Option<Demo>,
     #[command(flatten, next_help_heading = "With --demo linux")]
     sources: SourceArgs,
@@ -277,6 +282,7 @@ fn guests_and_disks(args: &QemuArgs) -> Result<(bundle::GuestFlags, Vec<disk::Di
             guests: args.guests.clone(),
             initrds: args.initrds.clone(),
             bootargs: args.guest_bootargs.clone(),
+            boot_info: args.boot_info.clone(),
         };
         return Ok((guests, disks));
     };
