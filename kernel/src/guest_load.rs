@@ -283,7 +283,7 @@ fn load_one(
         let Some(region) = board.device(device) else {
             continue;
         };
-        if !has_default_compatible(region.kind) {
+        if region.compatible.is_empty() && !has_default_compatible(region.kind) {
             defmt::warn!(
                 "partition {=str}: device {=str} ({=str}) has no compatible string; left out of the guest's device tree",
                 name,
@@ -295,7 +295,7 @@ fn load_one(
         devices.push(GuestDevice {
             name: region.name,
             kind: region.kind,
-            compatible: &[],
+            compatible: region.compatible,
             reg: PhysRange::new(window.device_ipa, window.size),
             interrupts: region.interrupts.as_slice(),
             clock_hz: None,

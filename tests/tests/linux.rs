@@ -191,6 +191,17 @@ fn linux_a_and_linux_b_each_see_only_their_own_transport_and_disk() {
         let console = console(&demo, &outcome, expected.partition);
         assert_guest(&console, expected, &[other], &transcript);
     }
+    // linux-b's directly mapped PL031 (QEMU `VIRT_RTC`, 0x0901_0000) is in its tree
+    // with the table's `compatible`, and Linux's rtc-pl031 driver takes it; linux-a
+    // is not given it.
+    let rtc = "rtc-pl031 9010000.rtc: registered as rtc0";
+    let has_rtc = |partition: &str| {
+        console(&demo, &outcome, partition)
+            .iter()
+            .any(|line| line.contains(rtc))
+    };
+    assert!(has_rtc(LINUX_B.partition), "{transcript}");
+    assert!(!has_rtc(LINUX_A.partition), "{transcript}");
 }
 
 /// Both guests again on `virt` with `gic-version=2`: Linux drives a GICv2

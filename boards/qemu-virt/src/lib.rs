@@ -139,8 +139,10 @@ const fn devices() -> [Region; FIXED_DEVICES + VIRTIO_TRANSPORTS] {
         // VIRT_UART0, VIRT_RTC, VIRT_FW_CFG, VIRT_GPIO, VIRT_UART1.
         Region::new("uart0", 0x0900_0000, 4 * KIB, DeviceKind::Pl011)
             .with_interrupts(&[IntId::spi(1)]),
+        // The PL031 QEMU's tree describes as `pl031@9010000`.
         Region::new("rtc", 0x0901_0000, 4 * KIB, DeviceKind::Other)
-            .with_interrupts(&[IntId::spi(2)]),
+            .with_interrupts(&[IntId::spi(2)])
+            .with_compatible(&["arm,pl031", "arm,primecell"]),
         Region::new("fw-cfg", 0x0902_0000, 0x18, DeviceKind::Other),
         Region::new("gpio", 0x0903_0000, 4 * KIB, DeviceKind::Other)
             .with_interrupts(&[IntId::spi(7)]),

@@ -304,6 +304,9 @@ pub struct Region {
     pub attributes: MemoryAttributes,
     /// The interrupts it raises; a grant of the region grants them too.
     pub interrupts: Interrupts,
+    /// Its device tree `compatible` list, most specific first, for the guest's
+    /// tree; empty: its kind's default, if the kind has one.
+    pub compatible: &'static [&'static str],
 }
 
 impl Region {
@@ -318,7 +321,15 @@ impl Region {
             access: kind.default_access(),
             attributes: kind.default_attributes(),
             interrupts: Interrupts::NONE,
+            compatible: &[],
         }
+    }
+
+    /// The same region with a device tree `compatible` list, for a kind without a
+    /// default one (`DeviceKind::Other`) or to be more specific.
+    pub const fn with_compatible(mut self, compatible: &'static [&'static str]) -> Region {
+        self.compatible = compatible;
+        self
     }
 
     /// The same region raising `interrupts`.
