@@ -20,3 +20,4 @@ pub mod stage2;
 pub mod verdict;
 pub mod vgic;
 pub mod vpl011;
+pub mod width_probe;
