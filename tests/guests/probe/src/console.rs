@@ -2,7 +2,7 @@
 //! (its own UART, or the hypervisor's virtual one), written a byte at a time
 //! when `UARTFR.TXFF` is clear (Arm PL011 TRM, DDI 0183, 3.3.3).
 
-use core::fmt;
+use core::fmt::{self, Write as _};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use spin::Mutex;
@@ -37,7 +37,7 @@ pub fn write_unlocked(text: &str) {
 /// Prints `args` and a newline, whole (vCPUs take turns).
 pub fn print_line(args: fmt::Arguments<'_>) {
     let _turn = LOCK.lock();
-    let _ = fmt::Write::write_fmt(&mut Writer, args);
+    let _ = Writer.write_fmt(args);
     let _ = Writer.write_str("\n");
 }
 
@@ -64,8 +64,6 @@ impl fmt::Write for Writer {
         Ok(())
     }
 }
-
-use fmt::Write as _;
 
 /// Prints one line on the console: `report!("...", args)`.
 #[macro_export]
