@@ -82,7 +82,8 @@ pub fn primary_main<B: Board>(device_tree: usize, console: &'static ConsoleCell<
         });
     }
     run_selftest(options.selftest);
-    let (partitions, starts) = match guest_load::load(&board, tree, partitions) {
+    let (partitions, starts) = match guest_load::load(&board, tree, partitions, options.width_probe)
+    {
         Ok(loaded) => loaded,
         Err(verdict) => exit::end_run(verdict),
     };

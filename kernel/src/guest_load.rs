@@ -13,6 +13,7 @@ use transom_vmm_core::guest::bundle::{Bundle, GuestFiles};
 use transom_vmm_core::guest::image;
 use transom_vmm_core::guest::tree::{self, GuestDevice, GuestGic, GuestTree, TimerInterrupts};
 use transom_vmm_core::verdict::Verdict;
+use transom_vmm_core::width_probe;
 
 use crate::arch;
 use crate::stage2::PartitionStage2;
@@ -27,19 +28,29 @@ const TREE_SLOT: u64 = 2 << 20;
 /// The name of the virtual PL011 in a guest's tree.
 const VIRTUAL_UART: &str = "vuart";
 
+/// The name of the width probe in a guest's tree (its node: `width-probe@<ipa>`).
+const WIDTH_PROBE: &str = "width-probe";
+
 /// The partitions, each with its guest loaded if the bundle has one, and how to
 /// start them. Without a bundle no partition is started. A bad bundle, image or
 /// tree ends the boot with [`Verdict::BadGuest`], after a log line naming the
-/// partition and what is wrong.
+/// partition and what is wrong. With `with_width_probe` every partition gets the
+/// width probe.
 pub fn load(
     board: &Board,
     tree: &FirmwareTree<'_>,
     spaces: Vec<PartitionStage2>,
+    with_width_probe: bool,
 ) -> Result<(Vec<Partition>, Vec<Start>), Verdict> {
     let bundle = bundle(board, tree)?;
     if bundle.is_none() {
         defmt::info!("no guest bundle: partitions are not started");
     }
+    let probe = if with_width_probe {
+        width_probe_range(board)
+    } else {
+        None
+    };
     let gic = guest_gic(board, tree);
     let console = board.console_region().range();
     let mut partitions = Vec::with_capacity(spaces.len());
@@ -47,7 +58,10 @@ pub fn load(
     for (index, (mut stage2, table)) in spaces.into_iter().zip(board.partitions).enumerate() {
         let files = bundle.as_ref().and_then(|bundle| bundle.guest(stage2.name));
         let vgic = virtual_gic(board, &mut stage2, table.cpus, gic)?;
-        let partition = Partition::new(stage2, table.cpus, Some(console), vgic);
+        let mut partition = Partition::new(stage2, table.cpus, Some(console), vgic);
+        if let Some(range) = probe {
+            partition = partition.with_width_probe(range);
+        }
         match files {
             Some(files) => {
                 let loaded = load_one(board, &partition, &files, gic)?;
@@ -67,6 +81,24 @@ pub fn load(
         partitions.push(partition);
     }
     Ok((partitions, starts))
+}
+
+/// Where the width probe goes: a page below RAM that no device or reserved range
+/// of the board holds (`width_probe::place`), the same IPA in every partition.
+fn width_probe_range(board: &Board) -> Option<PhysRange> {
+    let ram_start = board.ram.iter().map(|range| range.start).min()?;
+    let devices = board.devices.iter().map(|region| region.range());
+    let reserved = board.reserved.iter().map(|reserved| reserved.range);
+    let placed = width_probe::place(board.granule, ram_start, devices.chain(reserved));
+    match placed {
+        Some(range) => defmt::info!(
+            "width probe at IPA {=u64:#x}..{=u64:#x} in every partition",
+            range.start,
+            range.end
+        ),
+        None => defmt::warn!("width probe: no free page below RAM on this board; left out"),
+    }
+    placed
 }
 
 fn bundle(board: &Board, tree: &FirmwareTree<'_>) -> Result<Option<Bundle<'static>>, Verdict> {
@@ -312,6 +344,16 @@ fn load_one(
             } else {
                 &[]
             },
+            clock_hz: None,
+        });
+    }
+    if let Some(range) = partition.width_probe {
+        devices.push(GuestDevice {
+            name: WIDTH_PROBE,
+            kind: DeviceKind::Other,
+            compatible: &[width_probe::COMPATIBLE],
+            reg: range,
+            interrupts: &[],
             clock_hz: None,
         });
     }

@@ -18,6 +18,7 @@ use transom_vmm_core::mmio;
 use transom_vmm_core::psci::{self, Action, VcpuState};
 use transom_vmm_core::verdict::Verdict;
 use transom_vmm_core::vpl011::VirtualPl011;
+use transom_vmm_core::width_probe::WidthProbe;
 use transom_vmm_core::{inject, inject::Injection};
 
 use crate::arch::guest::{self, GuestContext};
@@ -39,7 +40,10 @@ pub struct Partition {
     pub vuart_range: Option<PhysRange>,
     /// The virtual GIC, where the machine has a GICv3.
     pub gic: Option<PartitionGic>,
+    /// The width probe's IPA range, with `transom.width-probe`.
+    pub width_probe: Option<PhysRange>,
     vuart: Mutex<VirtualPl011>,
+    probe: Mutex<WidthProbe>,
     vcpus: [AtomicU8; MAX_VCPUS],
     stopped: AtomicBool,
     failed: AtomicBool,
@@ -65,7 +69,9 @@ impl Partition {
             cpus,
             vuart_range,
             gic,
+            width_probe: None,
             vuart: Mutex::new(VirtualPl011::new(frame)),
+            probe: Mutex::new(WidthProbe::new()),
             vcpus: [const { AtomicU8::new(STATE_OFF) }; MAX_VCPUS],
             stopped: AtomicBool::new(false),
             failed: AtomicBool::new(false),
@@ -73,6 +79,13 @@ impl Partition {
             forwarded_accesses: AtomicU64::new(0),
             vuart_accesses: AtomicU64::new(0),
         }
+    }
+
+    /// The same partition with the width probe at `range` (never mapped in its
+    /// stage 2, so every access traps).
+    pub fn with_width_probe(mut self, range: PhysRange) -> Self {
+        self.width_probe = Some(range);
+        self
     }
 
     fn name(&self) -> &'static str {
@@ -357,6 +370,9 @@ fn data_abort(partition: &Partition, esr: Esr, context: &mut GuestContext) -> Fl
     if let Some(gic) = partition.gic.as_ref().filter(|gic| gic.contains(ipa)) {
         return gic_access(partition, gic, ipa, access, context);
     }
+    if let Some(range) = partition.width_probe.filter(|range| range.contains(ipa)) {
+        return width_probe(partition, range, ipa, access, context);
+    }
     let window = partition.stage2.space.trapped_window(ipa);
     match mmio::check(window, ipa, access) {
         Ok(access) => {
@@ -473,6 +489,51 @@ fn virtual_uart(
     } else if let Some(value) = mmio::load_result(&access, u64::from(uart.read(offset))) {
         context.x[usize::from(access.register)] = value;
     }
+    context.elr += 4;
+    Flow::Resume
+}
+
+/// An access to the width probe: answered with the width and offset it came with
+/// (`transom_vmm_core::width_probe`), one log line each; any other width aborts.
+fn width_probe(
+    partition: &Partition,
+    range: PhysRange,
+    ipa: u64,
+    access: Option<transom_vmm_core::esr::DataAccess>,
+    context: &mut GuestContext,
+) -> Flow {
+    let checked = access.map(|access| (access, WidthProbe::check(ipa - range.start, access.size)));
+    let Some((access, Ok(probed))) = checked else {
+        let write = access.is_some_and(|access| access.write);
+        defmt::warn!(
+            "width-probe {=str}: {=str} at IPA {=u64:#x} from PC {=u64:#x} refused: abort injected",
+            partition.name(),
+            if write { "write" } else { "read" },
+            ipa,
+            context.elr
+        );
+        return inject_or_stop(partition, inject::data_abort(context.spsr, write), context);
+    };
+    let mut probe = partition.probe.lock();
+    let value = if access.write {
+        let value = mmio::store_value(&access, &context.x);
+        probe.write(probed, value);
+        value
+    } else {
+        let value = probe.read(probed);
+        if let Some(result) = mmio::load_result(&access, value) {
+            context.x[usize::from(access.register)] = result;
+        }
+        value
+    };
+    defmt::info!(
+        "width-probe {=str}: {=str} {=u8} bytes at offset {=u64:#x} value {=u64:#x}",
+        partition.name(),
+        if access.write { "write" } else { "read" },
+        probed.size,
+        probed.offset,
+        value
+    );
     context.elr += 4;
     Flow::Resume
 }

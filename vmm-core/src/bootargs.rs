@@ -12,6 +12,7 @@
 //! | `transom.selftest=exception`  | read an unmapped address after boot          |
 //! | `transom.selftest=stage2`     | run an EL1 probe in each partition's stage 2 |
 //! | `transom.granule=4k` (`16k`, `64k`) | translate stage 2 with this granule instead of the board table's (the table is checked again for it) |
+//! | `transom.width-probe`         | give each partition the test-only width probe (`crate::width_probe`) |
 
 use transom_boards::Granule;
 
@@ -48,6 +49,8 @@ pub struct BootOptions<'a> {
     /// `transom.granule`, if given: the stage-2 granule to use instead of the
     /// board table's.
     pub granule: Option<Granule>,
+    /// `transom.width-probe`: each partition gets the width probe.
+    pub width_probe: bool,
     /// The first `transom.*` word that was not understood.
     pub first_unknown: Option<&'a str>,
 }
@@ -69,6 +72,10 @@ pub fn parse(command_line: &str) -> BootOptions<'_> {
             }
             Some(("granule", value)) => {
                 parse_granule(value).map(|granule| options.granule = Some(granule))
+            }
+            None if option == "width-probe" => {
+                options.width_probe = true;
+                Some(())
             }
             _ => None,
         };
@@ -137,6 +144,18 @@ mod tests {
         let odd = parse("transom.granule=8k");
         assert_eq!(odd.granule, None);
         assert_eq!(odd.first_unknown, Some("transom.granule=8k"));
+    }
+
+    #[test]
+    fn the_width_probe_is_off_unless_asked_for() {
+        assert!(!parse("transom.exit=psci").width_probe);
+        let options = parse("console=ttyAMA0 transom.width-probe");
+        assert!(options.width_probe);
+        assert_eq!(options.first_unknown, None);
+        // It takes no value.
+        let valued = parse("transom.width-probe=on");
+        assert!(!valued.width_probe);
+        assert_eq!(valued.first_unknown, Some("transom.width-probe=on"));
     }
 
     #[test]

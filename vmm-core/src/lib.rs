@@ -21,3 +21,4 @@ pub mod stage2;
 pub mod verdict;
 pub mod vgic;
 pub mod vpl011;
+pub mod width_probe;

@@ -9,14 +9,17 @@ use xshell::{Shell, cmd};
 use crate::boards::AARCH64_TARGET;
 use crate::{prereq, workspace_root};
 
-/// Crates that build for the bare-metal target and are checked there.
-pub const BARE_METAL_PACKAGES: [&str; 6] = [
+/// Crates that build for the bare-metal target and are checked there (the test
+/// guest too: it is linted and documented like the kernel, and built by
+/// `image::build_test_guest`).
+pub const BARE_METAL_PACKAGES: [&str; 7] = [
     "transom-kernel",
     "transom-board-qemu-virt",
     "transom-board-rpi4",
     "transom-drivers",
     "transom-vmm-core",
     "transom-boards",
+    crate::image::TEST_GUEST_PACKAGE,
 ];
 
 /// Board crates: their tables (the library) build and are tested on the host, their

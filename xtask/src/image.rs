@@ -63,6 +63,50 @@ pub fn build(board: BoardName) -> Result<BuiltImage> {
     })
 }
 
+/// The test guest (`tests/guests/probe`), built.
+#[derive(Clone, Debug)]
+pub struct BuiltGuest {
+    /// The linked ELF.
+    pub elf: PathBuf,
+    /// The raw arm64 `Image`.
+    pub image: PathBuf,
+}
+
+/// The test guest's package.
+pub const TEST_GUEST_PACKAGE: &str = "transom-test-guest";
+
+/// Builds the test guest (`tests/guests/probe`) for `aarch64-unknown-none` as a
+/// position-independent executable (`-C relocation-model=pie`: it applies its
+/// own relocations, so one image runs at every partition's RAM base) and
+/// converts it to a raw `Image`. Its own target directory keeps its `RUSTFLAGS`
+/// from invalidating the hypervisor's build.
+pub fn build_test_guest() -> Result<BuiltGuest> {
+    let sh = Shell::new()?;
+    sh.change_dir(workspace_root());
+    let target_dir = workspace_root().join("target").join("test-guest");
+    let target = crate::boards::AARCH64_TARGET;
+    {
+        let _pie = sh.push_env("RUSTFLAGS", "-C relocation-model=pie");
+        cmd!(
+            sh,
+            "cargo build --release --package {TEST_GUEST_PACKAGE} --target {target} --target-dir {target_dir}"
+        )
+        .run()
+        .context("building the test guest")?;
+    }
+    let elf = target_dir
+        .join(target)
+        .join("release")
+        .join(TEST_GUEST_PACKAGE);
+    let bytes = fs::read(&elf).with_context(|| format!("reading {}", elf.display()))?;
+    let raw = raw_image(&bytes).with_context(|| format!("converting {}", elf.display()))?;
+    let out_dir = target_dir.join("images");
+    fs::create_dir_all(&out_dir)?;
+    let image = out_dir.join("transom-test-guest.img");
+    fs::write(&image, &raw)?;
+    Ok(BuiltGuest { elf, image })
+}
+
 /// Lays the ELF's loadable bytes out from its lowest load address, as `objcopy -O
 /// binary` does, and checks the arm64 `Image` header is at the start.
 pub fn raw_image(elf: &[u8]) -> Result<Vec<u8>> {

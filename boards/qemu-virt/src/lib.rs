@@ -176,8 +176,9 @@ const fn devices() -> [Region; FIXED_DEVICES + VIRTIO_TRANSPORTS] {
 
 const DEVICES: [Region; FIXED_DEVICES + VIRTIO_TRANSPORTS] = devices();
 
-/// QEMU `virt`, with two demo partitions whose virtio transports share the page
-/// 0x0a00_3000 (so both are trapped) and one directly mapped device each.
+/// QEMU `virt` (run with 4 CPUs), with two demo partitions whose virtio
+/// transports share the page 0x0a00_3000 (so both are trapped) and one directly
+/// mapped device each: linux-a on CPUs 1 and 3, linux-b on CPU 2.
 pub const BOARD: Board = Board {
     name: "qemu-virt",
     granule: Granule::Size4KiB,
@@ -230,9 +231,11 @@ pub const BOARD: Board = Board {
         },
     ],
     partitions: &[
+        // Two vCPUs, on CPUs 1 and 3: guests bring the second up with PSCI
+        // `CPU_ON`. CPU 0 is the hypervisor's, CPU 2 linux-b's.
         Partition {
             name: "linux-a",
-            cpus: &[1],
+            cpus: &[1, 3],
             ram: &[PhysRange::new(0x5000_0000, 256 * MIB)],
             grants: &[Grant::auto(virtio_name(31)), Grant::direct("uart1")],
         },
@@ -277,6 +280,18 @@ mod tests {
         assert_eq!((last.base, last.size), (0x0a00_3e00, 0x200));
         assert_eq!(last.interrupts.as_slice(), &[IntId::spi(47)]);
         assert_eq!(BOARD.console_region().name, "uart0");
+    }
+
+    /// Each partition on CPUs of its own, none on the hypervisor's CPU 0, all
+    /// within QEMU `virt`'s 4 CPUs that the tests and the demo run.
+    #[test]
+    fn partitions_have_cpus_of_their_own_below_four() {
+        let cpus: Vec<(&str, &[usize])> = BOARD
+            .partitions
+            .iter()
+            .map(|partition| (partition.name, partition.cpus))
+            .collect();
+        assert_eq!(cpus, [("linux-a", &[1, 3][..]), ("linux-b", &[2][..])]);
     }
 
     #[test]
