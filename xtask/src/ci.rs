@@ -46,7 +46,7 @@ pub fn run() -> Result<()> {
     )
     .run()?;
 
-    step("clippy, aarch64-unknown-none");
+    step("clippy, aarch64-unknown-none-softfloat");
     let clippy_packages = packages.clone();
     cmd!(
         sh,
