@@ -73,6 +73,9 @@ pub struct FirmwareTree<'a> {
     bytes: &'a [u8],
     /// Where the blob lies.
     pub blob: PhysRange,
+    /// `/chosen`, looked up once: the boot reads its properties several times, and
+    /// each path lookup walks the tree.
+    chosen: Result<Option<TreeNode<'a>>, TreeError>,
     /// What the tree's nodes decode, collected by the first [`FirmwareTree::decodes`].
     decoded: OnceCell<Result<Vec<PhysRange>, TreeError>>,
 }
@@ -83,10 +86,12 @@ impl<'a> FirmwareTree<'a> {
         let bytes = bytes.ok_or(TreeError::NoBlob { address })?;
         let fdt = Fdt::new_unaligned_fallible(bytes)?;
         let blob = PhysRange::new(address as u64, bytes.len() as u64);
+        let chosen = fdt.find_node("/chosen").map_err(TreeError::from);
         Ok(FirmwareTree {
             fdt,
             bytes,
             blob,
+            chosen,
             decoded: OnceCell::new(),
         })
     }
@@ -124,7 +129,7 @@ impl<'a> FirmwareTree<'a> {
 
     /// `/chosen/bootargs`, empty if absent.
     pub fn bootargs(&self) -> Result<&'a str, TreeError> {
-        let Some(chosen) = self.node("/chosen")? else {
+        let Some(chosen) = self.chosen? else {
             return Ok("");
         };
         Ok(string_property(&chosen, "bootargs")?.unwrap_or(""))
@@ -132,7 +137,7 @@ impl<'a> FirmwareTree<'a> {
 
     /// The initrd from `/chosen/linux,initrd-start` and `linux,initrd-end`.
     pub fn initrd(&self) -> Result<Option<PhysRange>, TreeError> {
-        let Some(chosen) = self.node("/chosen")? else {
+        let Some(chosen) = self.chosen? else {
             return Ok(None);
         };
         let start = integer_property(&chosen, "linux,initrd-start")?;
