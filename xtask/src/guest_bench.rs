@@ -157,9 +157,6 @@ pub fn measure() -> Result<Ticks> {
             outcome.transcript()
         );
     }
-    if std::env::var_os("XX_BENCH_LOG").is_some() {
-        eprintln!("{}", outcome.transcript());
-    }
     Ticks::parse(outcome.lines().map(|line| line.message.as_str()))
 }
 
