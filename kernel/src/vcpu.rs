@@ -359,21 +359,26 @@ fn dispatch(
     }
 }
 
-/// A stage-2 data abort: the virtual PL011, the virtual GIC, a trapped window (forwarded with the
-/// guest's exact width), or a refused access (an abort injected into the guest).
+/// A stage-2 data abort: a trapped window (forwarded with the guest's exact
+/// width), the virtual PL011, the virtual GIC, or a refused access (an abort
+/// injected into the guest). Trapped windows are looked at first, as the most
+/// frequent; none overlaps the others (the board table never grants the console
+/// or a GIC frame: rules 7 and 16).
 fn data_abort(partition: &Partition, esr: Esr, context: &mut GuestContext) -> Flow {
     let ipa = context.fault_ipa();
     let access = esr.abort().and_then(|abort| abort.access);
-    if let Some(range) = partition.vuart_range.filter(|range| range.contains(ipa)) {
-        return virtual_uart(partition, range, ipa, access, context);
-    }
-    if let Some(gic) = partition.gic.as_ref().filter(|gic| gic.contains(ipa)) {
-        return gic_access(partition, gic, ipa, access, context);
-    }
-    if let Some(range) = partition.width_probe.filter(|range| range.contains(ipa)) {
-        return width_probe(partition, range, ipa, access, context);
-    }
     let window = partition.stage2.space.trapped_window(ipa);
+    if window.is_none() {
+        if let Some(range) = partition.vuart_range.filter(|range| range.contains(ipa)) {
+            return virtual_uart(partition, range, ipa, access, context);
+        }
+        if let Some(gic) = partition.gic.as_ref().filter(|gic| gic.contains(ipa)) {
+            return gic_access(partition, gic, ipa, access, context);
+        }
+        if let Some(range) = partition.width_probe.filter(|range| range.contains(ipa)) {
+            return width_probe(partition, range, ipa, access, context);
+        }
+    }
     match mmio::check(window, ipa, access) {
         Ok(access) => {
             partition.forwarded_accesses.fetch_add(1, Ordering::Relaxed);
@@ -563,6 +568,25 @@ fn power_call(partitions: &[Partition], index: usize, context: &mut GuestContext
     let partition = &partitions[index];
     let x = [context.x[0], context.x[1], context.x[2], context.x[3]];
     match psci::call(x, partition) {
+        Action::Return(value) => {
+            context.x[0] = value as u64;
+            Flow::Resume
+        }
+        action => power_state_change(partitions, index, action, context),
+    }
+}
+
+/// A PSCI call that starts, stops or powers off vCPUs: rare, so kept out of the
+/// path of the calls that only return a value.
+#[inline(never)]
+fn power_state_change(
+    partitions: &[Partition],
+    index: usize,
+    action: Action,
+    context: &mut GuestContext,
+) -> Flow {
+    let partition = &partitions[index];
+    match action {
         Action::Return(value) => {
             context.x[0] = value as u64;
             Flow::Resume

@@ -195,7 +195,11 @@ impl PartitionGic {
     /// Moves vCPU `vcpu`'s pending interrupts into this CPU's free list registers,
     /// and asks for the underflow maintenance interrupt if some did not fit.
     pub fn flush(&self, vcpu: usize) {
-        if !self.queued[vcpu].swap(false, Ordering::AcqRel) {
+        // Called before every entry: a plain load first keeps the common case (nothing
+        // queued) free of an exclusive read-modify-write.
+        if !self.queued[vcpu].load(Ordering::Acquire)
+            || !self.queued[vcpu].swap(false, Ordering::AcqRel)
+        {
             return;
         }
         let state = self.state.lock();

@@ -297,7 +297,6 @@ fn test_guests_on_gicv3() {
 /// virtual GICv2, the guests' first distributor write (GICD_CTLR at 0x0800_0000)
 /// is refused with an abort and they stop there.
 #[test]
-#[ignore = "needs the GICv2 vGIC"]
 fn test_guests_on_gicv2() {
     check(GicVersion::V2, "test-guests-v2");
 }

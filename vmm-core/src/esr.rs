@@ -96,6 +96,7 @@ pub enum ExceptionClass {
 
 impl ExceptionClass {
     /// Decodes the 6-bit `EC` value.
+    #[inline]
     pub const fn from_bits(ec: u8) -> ExceptionClass {
         match ec {
             0b00_0000 => ExceptionClass::Unknown,
@@ -141,6 +142,7 @@ impl ExceptionClass {
         }
     }
 
+    #[inline]
     const fn is_abort(self) -> bool {
         matches!(
             self,
@@ -151,6 +153,7 @@ impl ExceptionClass {
         )
     }
 
+    #[inline]
     const fn is_data_abort(self) -> bool {
         matches!(
             self,
@@ -192,6 +195,7 @@ pub enum FaultStatus {
 
 impl FaultStatus {
     /// Decodes a 6-bit fault status code.
+    #[inline]
     pub const fn from_bits(code: u8) -> FaultStatus {
         let kind = code >> 2;
         let level = code & 0b11;
@@ -257,6 +261,7 @@ pub struct Esr(pub u64);
 
 impl Esr {
     /// The exception class.
+    #[inline]
     pub const fn class(self) -> ExceptionClass {
         ExceptionClass::from_bits(EC.get(self.0) as u8)
     }
@@ -267,11 +272,13 @@ impl Esr {
     }
 
     /// The instruction-specific syndrome, `ISS`.
+    #[inline]
     pub const fn iss(self) -> u32 {
         ISS.get(self.0) as u32
     }
 
     /// The abort syndrome, for the instruction and data abort classes.
+    #[inline]
     pub const fn abort(self) -> Option<Abort> {
         let class = self.class();
         if !class.is_abort() {

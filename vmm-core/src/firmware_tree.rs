@@ -4,7 +4,12 @@
 //! Parsed with the `fdt` crate's 0.2 line: 0.1.5 loses every node after an `FDT_NOP`
 //! token, and libfdt edits (QEMU adding `/chosen/bootargs` or rewriting `/memory`,
 //! the Pi firmware patching its tree) leave such tokens behind. Everything is kept in
-//! fixed-capacity lists, because the kernel reads the tree before its heap exists.
+//! fixed-capacity lists, because the kernel reads the tree before its heap exists;
+//! only what the nodes decode, which the kernel asks for once its heap is up, is
+//! collected on the heap.
+
+use alloc::vec::Vec;
+use core::cell::OnceCell;
 
 use fdt::Fdt;
 use fdt::nodes::Node;
@@ -68,6 +73,11 @@ pub struct FirmwareTree<'a> {
     bytes: &'a [u8],
     /// Where the blob lies.
     pub blob: PhysRange,
+    /// `/chosen`, looked up once: the boot reads its properties several times, and
+    /// each path lookup walks the tree.
+    chosen: Result<Option<TreeNode<'a>>, TreeError>,
+    /// What the tree's nodes decode, collected by the first [`FirmwareTree::decodes`].
+    decoded: OnceCell<Result<Vec<PhysRange>, TreeError>>,
 }
 
 impl<'a> FirmwareTree<'a> {
@@ -76,7 +86,14 @@ impl<'a> FirmwareTree<'a> {
         let bytes = bytes.ok_or(TreeError::NoBlob { address })?;
         let fdt = Fdt::new_unaligned_fallible(bytes)?;
         let blob = PhysRange::new(address as u64, bytes.len() as u64);
-        Ok(FirmwareTree { fdt, bytes, blob })
+        let chosen = fdt.find_node("/chosen").map_err(TreeError::from);
+        Ok(FirmwareTree {
+            fdt,
+            bytes,
+            blob,
+            chosen,
+            decoded: OnceCell::new(),
+        })
     }
 
     fn node(&self, path: &str) -> Result<Option<TreeNode<'a>>, TreeError> {
@@ -112,7 +129,7 @@ impl<'a> FirmwareTree<'a> {
 
     /// `/chosen/bootargs`, empty if absent.
     pub fn bootargs(&self) -> Result<&'a str, TreeError> {
-        let Some(chosen) = self.node("/chosen")? else {
+        let Some(chosen) = self.chosen? else {
             return Ok("");
         };
         Ok(string_property(&chosen, "bootargs")?.unwrap_or(""))
@@ -120,7 +137,7 @@ impl<'a> FirmwareTree<'a> {
 
     /// The initrd from `/chosen/linux,initrd-start` and `linux,initrd-end`.
     pub fn initrd(&self) -> Result<Option<PhysRange>, TreeError> {
-        let Some(chosen) = self.node("/chosen")? else {
+        let Some(chosen) = self.chosen? else {
             return Ok(None);
         };
         let start = integer_property(&chosen, "linux,initrd-start")?;
@@ -226,10 +243,25 @@ impl FirmwareTree<'_> {
     /// count. Addresses are translated to CPU physical addresses through every
     /// enclosing bus's `ranges`; nodes under a bus without `ranges` (I2C, SPI
     /// devices) are not memory-mapped and are skipped.
+    ///
+    /// The first call walks the tree once and keeps what every node decodes (on the
+    /// heap: call it only once the heap exists); later calls only search that list,
+    /// so checking each of a board's devices costs one walk, not one per device.
     pub fn decodes(&self, address: u64) -> Result<bool, TreeError> {
+        let decoded = self.decoded.get_or_init(|| self.decoded_ranges());
+        match decoded {
+            Ok(ranges) => Ok(ranges.iter().any(|range| range.contains(address))),
+            Err(error) => Err(*error),
+        }
+    }
+
+    /// Every CPU physical range some node decodes, in one walk of the tree.
+    fn decoded_ranges(&self) -> Result<Vec<PhysRange>, TreeError> {
         let root = self.node("/")?.ok_or(TreeError::Malformed)?;
         let identity = BusTranslation::Identity;
-        decodes_below(&root, &[identity], address, 0)
+        let mut decoded = Vec::new();
+        decoded_below(&root, &[identity], 0, &mut decoded)?;
+        Ok(decoded)
     }
 }
 
@@ -263,24 +295,27 @@ fn translate(levels: &[BusTranslation<'_>], address: u64) -> Option<u64> {
     Some(address)
 }
 
-fn decodes_below(
+/// The range of `len` bytes at `start`, cut at the top of the address space.
+fn decoded_range(start: u64, len: u64) -> PhysRange {
+    PhysRange::new(start, len.min(u64::MAX - start))
+}
+
+/// Adds to `decoded` what `node`'s children (and theirs, through buses) decode.
+fn decoded_below(
     node: &TreeNode<'_>,
     levels: &[BusTranslation<'_>],
-    address: u64,
     depth: usize,
-) -> Result<bool, TreeError> {
+    decoded: &mut Vec<PhysRange>,
+) -> Result<(), TreeError> {
     if depth >= MAX_BUS_DEPTH {
-        return Ok(false);
+        return Ok(());
     }
     for child in node.children()?.iter() {
         let child = child?;
         if let Some(reg) = child.reg()? {
             for entry in reg.iter::<u64, u64>().flatten() {
-                let Some(start) = translate(levels, entry.address) else {
-                    continue;
-                };
-                if start <= address && address - start < entry.len {
-                    return Ok(true);
+                if let Some(start) = translate(levels, entry.address) {
+                    decoded.push(decoded_range(start, entry.len));
                 }
             }
         }
@@ -296,11 +331,8 @@ fn decodes_below(
             let is_device = child.reg()?.is_some() || child.children()?.iter().next().is_none();
             let decoding_windows = windows.iter::<u128, u64, u64>().flatten();
             for window in decoding_windows.filter(|_| is_device) {
-                let Some(start) = translate(levels, window.parent_bus_address) else {
-                    continue;
-                };
-                if start <= address && address - start < window.len {
-                    return Ok(true);
+                if let Some(start) = translate(levels, window.parent_bus_address) {
+                    decoded.push(decoded_range(start, window.len));
                 }
             }
             BusTranslation::Windows(windows)
@@ -314,11 +346,9 @@ fn decodes_below(
         inner.push(translation).map_err(|_| TreeError::TooMany {
             what: "nested buses",
         })?;
-        if decodes_below(&child, &inner, address, depth + 1)? {
-            return Ok(true);
-        }
+        decoded_below(&child, &inner, depth + 1, decoded)?;
     }
-    Ok(false)
+    Ok(())
 }
 
 fn is_memory_node(node: &TreeNode<'_>) -> Result<bool, TreeError> {

@@ -49,6 +49,7 @@ impl fmt::Display for Refusal {
 /// Decides whether the access `access` at `ipa` may be forwarded, given the window
 /// of the partition whose exact bytes hold `ipa` (if any). The whole access must lie
 /// in the window, with a width it allows, aligned unless it allows unaligned ones.
+#[inline]
 pub fn check(
     window: Option<&TrapWindow>,
     ipa: u64,
@@ -75,6 +76,7 @@ pub fn check(
 
 /// The value a store writes: the low `size` bytes of the transfer register, zero
 /// for XZR/WZR (register 31 in a load/store is the zero register, Arm ARM C1.2.5).
+#[inline]
 pub fn store_value(access: &DataAccess, registers: &[u64; 31]) -> u64 {
     let value = registers
         .get(usize::from(access.register))
@@ -87,6 +89,7 @@ pub fn store_value(access: &DataAccess, registers: &[u64; 31]) -> u64 {
 /// sign-extended to the register's width if `SSE`, zero-extended otherwise; a
 /// 32-bit register's upper half is zero (Arm ARM C6.2: writes to a W register clear
 /// bits 63:32). `None` for XZR: the value is discarded.
+#[inline]
 pub fn load_result(access: &DataAccess, raw: u64) -> Option<u64> {
     if access.register == 31 {
         return None;

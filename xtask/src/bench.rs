@@ -134,14 +134,21 @@ pub fn run() -> Result<()> {
     std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
     println!("written: {}", path.display());
 
+    guests()?;
+    crate::linux_bench::run(&directory)
+}
+
+/// Measures the guest figures, prints them and writes `target/bench/guests.json`.
+pub fn guests() -> Result<()> {
     let figures = crate::guest_bench::measure()?.figures();
     let json = format!(
         "{{\n  \"guests\": {}\n}}\n",
         crate::guest_bench::report(&figures)?
     );
+    let directory: PathBuf = workspace_root().join("target").join("bench");
+    std::fs::create_dir_all(&directory).context("creating target/bench")?;
     let path = directory.join("guests.json");
     std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
     println!("written: {}", path.display());
-
-    crate::linux_bench::run(&directory)
+    Ok(())
 }

@@ -3,8 +3,15 @@
 use clap::ValueEnum;
 use transom_qemu::{GicVersion, Machine, MachineError};
 
-/// The bare-metal target every aarch64 board builds for.
-pub const AARCH64_TARGET: &str = "aarch64-unknown-none";
+/// The bare-metal target every aarch64 board builds for. Soft-float: the
+/// hypervisor never touches an FP/SIMD register, so a guest's FP/SIMD state stays
+/// in the registers across exits and the world switch need not save it
+/// (`kernel/src/arch/aarch64/guest.rs`).
+pub const AARCH64_TARGET: &str = "aarch64-unknown-none-softfloat";
+
+/// The target Transom's own test guest builds for: a guest may use its FP/SIMD
+/// registers (and the test guest saves them in its exception handlers).
+pub const GUEST_TARGET: &str = "aarch64-unknown-none";
 
 /// A board, as named on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]

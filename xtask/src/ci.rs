@@ -6,20 +6,17 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, ensure};
 use xshell::{Shell, cmd};
 
-use crate::boards::AARCH64_TARGET;
+use crate::boards::{AARCH64_TARGET, GUEST_TARGET};
 use crate::{prereq, workspace_root};
 
-/// Crates that build for the bare-metal target and are checked there (the test
-/// guest too: it is linted and documented like the kernel, and built by
-/// `image::build_test_guest`).
-pub const BARE_METAL_PACKAGES: [&str; 7] = [
+/// Crates that build for the hypervisor's bare-metal target and are checked there.
+pub const BARE_METAL_PACKAGES: [&str; 6] = [
     "transom-kernel",
     "transom-board-qemu-virt",
     "transom-board-rpi4",
     "transom-drivers",
     "transom-vmm-core",
     "transom-boards",
-    crate::image::TEST_GUEST_PACKAGE,
 ];
 
 /// Board crates: their tables (the library) build and are tested on the host, their
@@ -49,11 +46,20 @@ pub fn run() -> Result<()> {
     )
     .run()?;
 
-    step("clippy, aarch64-unknown-none");
+    step("clippy, aarch64-unknown-none-softfloat");
     let clippy_packages = packages.clone();
     cmd!(
         sh,
         "cargo clippy --target {AARCH64_TARGET} {clippy_packages...} -- -D warnings"
+    )
+    .run()?;
+    // The test guest is linted and documented like the kernel, for the target it
+    // is built for (`image::build_test_guest`).
+    step("clippy, the test guest (aarch64-unknown-none)");
+    let guest = crate::image::TEST_GUEST_PACKAGE;
+    cmd!(
+        sh,
+        "cargo clippy --target {GUEST_TARGET} --package {guest} -- -D warnings"
     )
     .run()?;
 
@@ -64,6 +70,11 @@ pub fn run() -> Result<()> {
         cmd!(
             sh,
             "cargo doc --no-deps --target {AARCH64_TARGET} {packages...}"
+        )
+        .run()?;
+        cmd!(
+            sh,
+            "cargo doc --no-deps --target {GUEST_TARGET} --package {guest}"
         )
         .run()?;
     }

@@ -84,7 +84,7 @@ pub fn build_test_guest() -> Result<BuiltGuest> {
     let sh = Shell::new()?;
     sh.change_dir(workspace_root());
     let target_dir = workspace_root().join("target").join("test-guest");
-    let target = crate::boards::AARCH64_TARGET;
+    let target = crate::boards::GUEST_TARGET;
     {
         let _pie = sh.push_env("RUSTFLAGS", "-C relocation-model=pie");
         cmd!(

@@ -29,11 +29,19 @@ enum Command {
     Test,
     /// Everything CI checks: fmt, clippy (host and aarch64), docs, tests.
     Ci,
-    /// Measurements (stage-2 table pages and build time per granule); prints a
-    /// table and writes JSON under target/bench.
-    Bench,
+    /// Measurements (stage-2 table pages and build time per granule, the guest
+    /// figures, Linux boot time); prints a table and writes JSON under target/bench.
+    Bench(BenchArgs),
     /// Build guests' files for the demo partitions.
     Guest(GuestArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Only the guest figures (trapped access, direct access, null HVC, entry to
+    /// the first guest instruction).
+    #[arg(long)]
+    guests: bool,
 }
 
 #[derive(clap::Args)]
@@ -191,7 +199,12 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Qemu(args) => qemu(&args),
         Command::Test => ci::test().map(|()| ExitCode::SUCCESS),
         Command::Ci => ci::run().map(|()| ExitCode::SUCCESS),
-        Command::Bench => bench::run().map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => if args.guests {
+            bench::guests()
+        } else {
+            bench::run()
+        }
+        .map(|()| ExitCode::SUCCESS),
         Command::Guest(GuestArgs {
             kind: GuestKind::Linux(args),
         }) => guest_linux(&args),

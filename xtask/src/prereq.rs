@@ -9,11 +9,11 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use xshell::{Shell, cmd};
 
-use crate::boards::AARCH64_TARGET;
+use crate::boards::{AARCH64_TARGET, GUEST_TARGET};
 use crate::workspace_root;
 
 /// The Rust targets the workspace builds for (also in `rust-toolchain.toml`).
-pub const RUST_TARGETS: [&str; 2] = [AARCH64_TARGET, "x86_64-unknown-none"];
+pub const RUST_TARGETS: [&str; 3] = [AARCH64_TARGET, GUEST_TARGET, "x86_64-unknown-none"];
 
 /// Adds any missing Rust target with rustup.
 pub fn ensure_rust_targets() -> Result<()> {

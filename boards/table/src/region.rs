@@ -131,6 +131,10 @@ impl DeviceKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AccessWidths(u8);
 
+// Each width's bit is its size in bytes (`AccessWidths::allows` relies on it).
+const _: () = assert!(AccessWidths::W8.0 == 1 && AccessWidths::W16.0 == 2);
+const _: () = assert!(AccessWidths::W32.0 == 4 && AccessWidths::W64.0 == 8);
+
 impl AccessWidths {
     /// No access at all.
     pub const NONE: AccessWidths = AccessWidths(0);
@@ -155,16 +159,12 @@ impl AccessWidths {
         self.0 == 0
     }
 
-    /// Whether an access of `bytes` bytes (1, 2, 4 or 8) is allowed.
+    /// Whether an access of `bytes` bytes (1, 2, 4 or 8) is allowed. Each width's
+    /// bit is its size in bytes, so this is one mask (the exit handler asks on
+    /// every trapped access).
+    #[inline]
     pub const fn allows(self, bytes: u64) -> bool {
-        let bit = match bytes {
-            1 => AccessWidths::W8.0,
-            2 => AccessWidths::W16.0,
-            4 => AccessWidths::W32.0,
-            8 => AccessWidths::W64.0,
-            _ => return false,
-        };
-        self.0 & bit != 0
+        bytes.is_power_of_two() && bytes & self.0 as u64 != 0
     }
 }
 

@@ -9,4 +9,4 @@ mod aarch64;
 pub use aarch64::*;
 
 #[cfg(not(target_arch = "aarch64"))]
-compile_error!("transom-kernel builds for aarch64-unknown-none; use `cargo xtask build`");
+compile_error!("transom-kernel builds for aarch64-unknown-none-softfloat; use `cargo xtask build`");

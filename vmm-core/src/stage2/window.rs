@@ -36,12 +36,15 @@ pub struct TrapWindow {
 }
 
 /// A partition's address space: its stage-2 tables, the pages its direct windows
-/// hold (counted, since two windows may share a page) and its trapped windows by
-/// page.
+/// hold (counted, since two windows may share a page) and its trapped windows, by
+/// page and in address order.
 pub struct PartitionSpace<M: TableMemory> {
     tables: Stage2Tables<M>,
     direct_pages: BTreeMap<u64, u32>,
     traps: BTreeMap<u64, Vec<TrapWindow>>,
+    /// Every trapped window, sorted by address (a partition's windows never
+    /// overlap), so the exit handler finds one by binary search.
+    trapped: Vec<TrapWindow>,
 }
 
 impl<M: TableMemory> PartitionSpace<M> {
@@ -51,6 +54,7 @@ impl<M: TableMemory> PartitionSpace<M> {
             tables,
             direct_pages: BTreeMap::new(),
             traps: BTreeMap::new(),
+            trapped: Vec::new(),
         }
     }
 
@@ -107,6 +111,10 @@ impl<M: TableMemory> PartitionSpace<M> {
                 for page in pages(span, granule.size()) {
                     self.traps.entry(page.start).or_default().push(trap);
                 }
+                let at = self
+                    .trapped
+                    .partition_point(|other| other.range.start <= range.start);
+                self.trapped.insert(at, trap);
             }
         }
         Ok(window)
@@ -158,6 +166,7 @@ impl<M: TableMemory> PartitionSpace<M> {
                         self.traps.remove(&page.start);
                     }
                 }
+                self.trapped.retain(|trap| trap.device != region.name);
             }
         }
         Ok(())
@@ -165,10 +174,13 @@ impl<M: TableMemory> PartitionSpace<M> {
 
     /// The trapped window whose exact bytes hold `ipa`, if any. An IPA in a trapped
     /// page but outside every window of it gets `None`: the access is refused.
+    /// Called on every trapped access: a binary search of the sorted windows.
+    #[inline]
     pub fn trapped_window(&self, ipa: u64) -> Option<&TrapWindow> {
-        let granule = self.tables.layout().geometry.granule;
-        let traps = self.traps.get(&granule.align_down(ipa))?;
-        traps.iter().find(|trap| trap.range.contains(ipa))
+        let after = self.trapped.partition_point(|trap| trap.range.end <= ipa);
+        self.trapped
+            .get(after)
+            .filter(|trap| trap.range.contains(ipa))
     }
 
     /// Whether `ipa` lies in a page of some trapped window.

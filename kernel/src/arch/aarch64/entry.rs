@@ -77,7 +77,9 @@ pub(super) fn secondary_entry_address() -> u64 {
 const CPTR_EL2_TFP: u64 = 1 << 10;
 /// `CPTR_EL2` with `HCR_EL2.E2H` = 0 (Arm ARM D24.2.31): its RES1 bits [13:12] and
 /// [9:0] set, which keeps SVE (`TZ`) and SME (`TSM`) trapped, and `TFP` clear so
-/// FP/SIMD works.
+/// FP/SIMD works. Only guests use it: the hypervisor is built soft-float and never
+/// touches an FP/SIMD register, so a guest's FP/SIMD state stays live in the
+/// registers across its exits and is never switched (`guest.rs`).
 const CPTR_EL2_RES1: u64 = 0x33ff;
 const CPTR_EL2_BOOT: u64 = CPTR_EL2_RES1 & !CPTR_EL2_TFP;
 

@@ -6,10 +6,17 @@
 //! `eret`s. Every exception from a lower EL comes back through the vectors to
 //! `__transom_guest_exit`, which stores the guest's registers and the syndrome
 //! registers into the same context and returns from [`run`] with the vector that was
-//! taken. The guest's FP/SIMD registers are switched in the assembly too, so the
-//! hypervisor's Rust code may use them between exits; the hypervisor's callee-saved
-//! d8..d15 are kept. The EL1 system registers and SP_EL1 are not switched: each
-//! vCPU is pinned to its own physical CPU and EL2 does not use them.
+//! taken.
+//!
+//! The guest's FP/SIMD registers (q0..q31, `FPSR`, `FPCR`) are not switched at all:
+//! the hypervisor is built for `aarch64-unknown-none-softfloat`, so no EL2 code
+//! touches them, `CPTR_EL2.TFP` stays clear, and each vCPU is pinned to its own
+//! physical CPU and never scheduled, so a guest's FP/SIMD state simply stays live
+//! in its CPU's registers from one entry to the next. (A vCPU started again on the
+//! same CPU after `CPU_OFF` finds what its partition left there; a CPU never
+//! serves another partition.) Lazy switching through `CPTR_EL2.TFP` would only pay
+//! off if EL2 needed the registers or CPUs were shared. The EL1 system registers
+//! and SP_EL1 are not switched either, for the same reason.
 
 use core::arch::{asm, global_asm};
 use core::mem::{offset_of, size_of};
@@ -20,19 +27,8 @@ use transom_boards::PhysRange;
 
 use super::vectors::VectorKind;
 
-/// A guest's FP/SIMD registers.
-#[repr(C, align(16))]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct FpRegisters {
-    /// q0..q31.
-    pub q: [u128; 32],
-    /// `FPSR`.
-    pub fpsr: u64,
-    /// `FPCR`.
-    pub fpcr: u64,
-}
-
-/// A guest's general and FP/SIMD registers and what the last exit reported.
+/// A guest's general registers and what the last exit reported (its FP/SIMD
+/// registers stay in the CPU: see the module documentation).
 #[repr(C, align(16))]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GuestContext {
@@ -48,8 +44,6 @@ pub struct GuestContext {
     pub far: u64,
     /// `HPFAR_EL2` of the last exit.
     pub hpfar: u64,
-    /// FP/SIMD state.
-    pub fp: FpRegisters,
 }
 
 impl GuestContext {
@@ -70,21 +64,17 @@ pub const SPSR_EL1H_MASKED: u64 = 0x3c5;
 /// 29 in Armv8.0, Arm ARM D24.2.158), as Linux's `INIT_SCTLR_EL1_MMU_OFF`.
 const SCTLR_EL1_MMU_OFF: u64 = 0x30d0_0800;
 
-/// Bytes of hypervisor state [`run`] keeps on the EL2 stack: x18..x30, the context
-/// pointer, and d8..d15 (callee-saved in AAPCS64).
-const HOST_FRAME: usize = 14 * 8 + 8 * 8;
+/// Bytes of hypervisor state [`run`] keeps on the EL2 stack: x18..x30 and the
+/// context pointer (soft-float code has no callee-saved FP/SIMD registers).
+const HOST_FRAME: usize = 14 * 8;
 /// Where the context pointer lies in that frame.
 const HOST_FRAME_CONTEXT: usize = 13 * 8;
-/// Where d8..d15 lie in that frame.
-const HOST_FRAME_FP: usize = 14 * 8;
 
 const _: () = assert!(HOST_FRAME.is_multiple_of(16));
 const _: () = assert!(offset_of!(GuestContext, elr) == 31 * 8);
 const _: () = assert!(offset_of!(GuestContext, spsr) == offset_of!(GuestContext, elr) + 8);
 const _: () = assert!(offset_of!(GuestContext, far) == offset_of!(GuestContext, esr) + 8);
-const _: () = assert!(offset_of!(GuestContext, fp) == 36 * 8);
-const _: () = assert!(offset_of!(FpRegisters, fpcr) == offset_of!(FpRegisters, fpsr) + 8);
-const _: () = assert!(size_of::<GuestContext>() == 36 * 8 + size_of::<FpRegisters>());
+const _: () = assert!(size_of::<GuestContext>() == 36 * 8);
 
 /// Puts this CPU in the state a partition's EL1 code runs in: stage 2 on
 /// (`HCR_EL2.VM`) with the tables and VMID of `vttbr`, EL1 in AArch64, physical
@@ -220,8 +210,8 @@ pub fn run(context: &mut GuestContext) -> VectorKind {
     // stack, restores them and SP before returning, and writes only `*context`,
     // which the exclusive borrow makes ours. The guest runs at EL1 under the stage 2
     // `enter_partition` installed, so it can reach only its partition's memory and
-    // cannot touch the EL2 stack or image. The assembly restores d8..d15 and
-    // leaves the other FP/SIMD registers caller-saved, as the ABI allows.
+    // cannot touch the EL2 stack or image. The hypervisor is soft-float, so the
+    // FP/SIMD registers the guest changes hold no state of its Rust code.
     let raw = unsafe { __transom_guest_run(context) };
     VectorKind::from_raw(raw)
 }
@@ -321,30 +311,6 @@ __transom_guest_run:
     stp     x26, x27, [sp, #64]
     stp     x28, x29, [sp, #80]
     stp     x30, x0, [sp, #96]
-    stp     d8, d9, [sp, #{host_fp}]
-    stp     d10, d11, [sp, #{host_fp} + 16]
-    stp     d12, d13, [sp, #{host_fp} + 32]
-    stp     d14, d15, [sp, #{host_fp} + 48]
-    add     x1, x0, #{fp}
-    ldp     q0, q1, [x1], #32
-    ldp     q2, q3, [x1], #32
-    ldp     q4, q5, [x1], #32
-    ldp     q6, q7, [x1], #32
-    ldp     q8, q9, [x1], #32
-    ldp     q10, q11, [x1], #32
-    ldp     q12, q13, [x1], #32
-    ldp     q14, q15, [x1], #32
-    ldp     q16, q17, [x1], #32
-    ldp     q18, q19, [x1], #32
-    ldp     q20, q21, [x1], #32
-    ldp     q22, q23, [x1], #32
-    ldp     q24, q25, [x1], #32
-    ldp     q26, q27, [x1], #32
-    ldp     q28, q29, [x1], #32
-    ldp     q30, q31, [x1], #32
-    ldp     x2, x3, [x1]
-    msr     fpsr, x2
-    msr     fpcr, x3
     ldp     x1, x2, [x0, #{elr}]
     msr     elr_el2, x1
     msr     spsr_el2, x2
@@ -396,30 +362,6 @@ __transom_guest_exit:
     stp     x2, x3, [x0, #{esr}]
     mrs     x2, hpfar_el2
     str     x2, [x0, #{hpfar}]
-    add     x2, x0, #{fp}
-    stp     q0, q1, [x2], #32
-    stp     q2, q3, [x2], #32
-    stp     q4, q5, [x2], #32
-    stp     q6, q7, [x2], #32
-    stp     q8, q9, [x2], #32
-    stp     q10, q11, [x2], #32
-    stp     q12, q13, [x2], #32
-    stp     q14, q15, [x2], #32
-    stp     q16, q17, [x2], #32
-    stp     q18, q19, [x2], #32
-    stp     q20, q21, [x2], #32
-    stp     q22, q23, [x2], #32
-    stp     q24, q25, [x2], #32
-    stp     q26, q27, [x2], #32
-    stp     q28, q29, [x2], #32
-    stp     q30, q31, [x2], #32
-    mrs     x3, fpsr
-    mrs     x4, fpcr
-    stp     x3, x4, [x2]
-    ldp     d8, d9, [sp, #{host_fp}]
-    ldp     d10, d11, [sp, #{host_fp} + 16]
-    ldp     d12, d13, [sp, #{host_fp} + 32]
-    ldp     d14, d15, [sp, #{host_fp} + 48]
     mov     x0, x1
     ldp     x18, x19, [sp, #0]
     ldp     x20, x21, [sp, #16]
@@ -433,8 +375,6 @@ __transom_guest_exit:
 "#,
     host_frame = const HOST_FRAME,
     host_context = const HOST_FRAME_CONTEXT,
-    host_fp = const HOST_FRAME_FP,
-    fp = const offset_of!(GuestContext, fp),
     elr = const offset_of!(GuestContext, elr),
     esr = const offset_of!(GuestContext, esr),
     hpfar = const offset_of!(GuestContext, hpfar),
