@@ -41,6 +41,7 @@ _start:
     .global __transom_guest_primary
 __transom_guest_primary:
     mov     x19, x0                 // the device tree
+    mov     x20, x1                 // the boot-info page, or 0
     // FP/SIMD at EL1 (CPACR_EL1.FPEN = 0b11): Rust code may use the vector
     // registers.
     mov     x9, #(3 << 20)
@@ -84,6 +85,7 @@ __transom_guest_primary:
     msr     vbar_el1, x9
     isb
     mov     x0, x19
+    mov     x1, x20
     bl      {primary_main}
 6:  wfe
     b       6b

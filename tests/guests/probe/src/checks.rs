@@ -37,8 +37,8 @@ static SECONDARY_UP: AtomicBool = AtomicBool::new(false);
 /// The partition's name, for the secondary's line.
 static NAME: spin::Once<heapless::String<32>> = spin::Once::new();
 
-/// Runs every check, prints `done` and powers off.
-pub fn run(machine: &Machine<'_>) -> ! {
+/// Runs every check, prints `done` and powers off; `boot_info` is x1 at entry.
+pub fn run(machine: &Machine<'_>, boot_info: u64) -> ! {
     let name = machine.name;
     NAME.call_once(|| heapless::String::try_from(name).unwrap_or_default());
     report!(
@@ -46,10 +46,12 @@ pub fn run(machine: &Machine<'_>) -> ! {
         machine.console,
         gic_name(machine.gic)
     );
+    boot_info_page(machine, boot_info);
     exact_address(machine);
     width_probe(machine);
     neighbour_abort(machine);
     width_abort(machine);
+    no_syndrome_abort(machine);
     cpu_on(machine);
     gic::init(machine.gic);
     virtual_timer(machine);
@@ -182,6 +184,86 @@ fn width_abort(machine: &Machine<'_>) {
         unsafe { mmio::read::<8>(transport) };
     });
     report_abort(name, "width-abort", transport, abort);
+}
+
+fn no_syndrome_abort(machine: &Machine<'_>) {
+    let name = machine.name;
+    let Some(&transport) = machine.transports.first() else {
+        report!("transom-test {name}: no-syndrome-abort FAILED: no virtio-mmio transport");
+        return;
+    };
+    let abort = exceptions::expect_abort(|| {
+        // SAFETY: a load pair from the guest's own transport: the abort has no
+        // instruction syndrome (Arm ARM D24.2.48, ISV = 0), so Transom injects an
+        // abort, which the guest's vector records and skips.
+        unsafe {
+            asm!(
+                "ldp {a:w}, {b:w}, [{address}]",
+                address = in(reg) transport,
+                a = out(reg) _,
+                b = out(reg) _,
+                options(nostack)
+            );
+        }
+    });
+    report_abort(name, "no-syndrome-abort", transport, abort);
+}
+
+/// The boot-info page's layout (`transom_vmm_core::guest::boot_info`, version 1).
+const BOOT_INFO_MAGIC: &[u8; 8] = b"TRANSOMI";
+const BOOT_INFO_HEADER: usize = 32;
+const BOOT_INFO_ENTRY: usize = 96;
+
+fn boot_info_page(machine: &Machine<'_>, address: u64) {
+    let name = machine.name;
+    if address == 0 {
+        report!("transom-test {name}: boot-info none (x1 = 0)");
+        return;
+    }
+    // SAFETY: Transom put the page in the guest's RAM (the last page, reserved in
+    // the tree), which the identity map makes Normal memory.
+    let header = unsafe { core::slice::from_raw_parts(address as *const u8, BOOT_INFO_HEADER) };
+    let u32_at = |bytes: &[u8], at: usize| {
+        u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+    };
+    let u64_at = |bytes: &[u8], at: usize| {
+        u64::from(u32_at(bytes, at)) | u64::from(u32_at(bytes, at + 4)) << 32
+    };
+    let count = u32_at(header, 12) as usize;
+    if &header[..8] != BOOT_INFO_MAGIC
+        || u32_at(header, 8) != 1
+        || u32_at(header, 16) as usize != BOOT_INFO_ENTRY
+        || count > (4096 - BOOT_INFO_HEADER) / BOOT_INFO_ENTRY
+    {
+        report!("transom-test {name}: boot-info FAILED: not a version 1 boot-info page");
+        return;
+    }
+    // SAFETY: as above; `count` entries fit the page.
+    let entries = unsafe {
+        core::slice::from_raw_parts(
+            (address as usize + BOOT_INFO_HEADER) as *const u8,
+            count * BOOT_INFO_ENTRY,
+        )
+    };
+    let Some(&transport) = machine.transports.first() else {
+        report!("transom-test {name}: boot-info FAILED: no virtio-mmio transport");
+        return;
+    };
+    let Some(entry) = entries
+        .chunks_exact(BOOT_INFO_ENTRY)
+        .find(|entry| u64_at(entry, 48) == transport)
+    else {
+        report!("transom-test {name}: boot-info FAILED: no window at {transport:#010x}");
+        return;
+    };
+    let (span_start, span_end, size) = (u64_at(entry, 32), u64_at(entry, 40), u64_at(entry, 56));
+    let (mode, widths, interrupt) = (u32_at(entry, 64), u32_at(entry, 68), u32_at(entry, 80));
+    // Mode 2: trapped; the span is the page around the exact address.
+    let ok = mode == 2 && span_start <= transport && transport + size <= span_end;
+    report!(
+        "transom-test {name}: boot-info {count} windows, {transport:#010x} size {size:#x} span {span_start:#010x}..{span_end:#010x} mode {mode} widths {widths:#x} INTID {interrupt} {}",
+        verdict(ok)
+    );
 }
 
 /// Counter ticks in `milliseconds`.

@@ -12,6 +12,10 @@
 //!   0x25 and `FAR_EL1` = the neighbour's address; the guest skips the load;
 //! - `width-abort`: a 64-bit read of its own transport (virtio-mmio registers are
 //!   32 bits wide) aborts the same way;
+//! - `no-syndrome-abort`: a load pair (`LDP`) on its own transport, which gives the
+//!   hypervisor no instruction syndrome, aborts the same way;
+//! - `boot-info`: with a boot-info request in the bundle, x1 holds the boot-info
+//!   page, whose entry for its transport matches the tree (without one, x1 is 0);
 //! - `cpu-on`: PSCI `CPU_ON` starts its second vCPU, which prints its `MPIDR_EL1`
 //!   and turns itself off; `AFFINITY_INFO` then says OFF (a partition with one
 //!   vCPU checks that `CPU_ON` of another MPIDR is refused);
@@ -50,8 +54,9 @@ unsafe extern "C" {
     static __image_end: u8;
 }
 
-/// The primary vCPU, from the entry code with the MMU off: x0 = the device tree.
-pub extern "C" fn primary_main(tree: u64) -> ! {
+/// The primary vCPU, from the entry code with the MMU off: x0 = the device tree,
+/// x1 = the boot-info page (0 without one).
+pub extern "C" fn primary_main(tree: u64, boot_info: u64) -> ! {
     let image = (&raw const __image_start) as u64..(&raw const __image_end) as u64;
     // SAFETY: the first thing the primary vCPU does, MMU off, no other vCPU
     // running; `image` covers the image, .bss and stacks.
@@ -65,7 +70,7 @@ pub extern "C" fn primary_main(tree: u64) -> ! {
     };
     let machine = tree::read(blob);
     console::init(machine.console);
-    checks::run(&machine)
+    checks::run(&machine, boot_info)
 }
 
 /// The secondary vCPU, from PSCI `CPU_ON` with the MMU off.
