@@ -57,8 +57,11 @@ pub fn load(
     let mut starts = Vec::new();
     for (index, (mut stage2, table)) in spaces.into_iter().zip(board.partitions).enumerate() {
         let files = bundle.as_ref().and_then(|bundle| bundle.guest(stage2.name));
-        let vgic = virtual_gic(board, &mut stage2, table.cpus, gic)?;
-        let mut partition = Partition::new(stage2, table.cpus, Some(console), vgic);
+        // A partition granted a UART of its own uses it; the others get the
+        // virtual PL011 at the console's address, printed with their name.
+        let vuart = (!has_own_uart(board, table)).then_some(console);
+        let vgic = virtual_gic(board, &mut stage2, table.cpus, gic, vuart.is_some())?;
+        let mut partition = Partition::new(stage2, table.cpus, vuart, vgic);
         if let Some(range) = probe {
             partition = partition.with_width_probe(range);
         }
@@ -140,7 +143,7 @@ fn bundle(board: &Board, tree: &FirmwareTree<'_>) -> Result<Option<Bundle<'stati
 }
 
 /// The partition's virtual GIC, where the machine has a GIC the hypervisor set up:
-/// the lines of its granted devices passed through, the virtual PL011's (the
+/// the lines of its granted devices passed through, the virtual PL011's if it has one (the
 /// console's line, never enabled physically) virtual. A GICv2 guest's CPU
 /// interface is the GIC's virtual CPU interface, mapped at the guest's GICC.
 fn virtual_gic(
@@ -148,6 +151,7 @@ fn virtual_gic(
     stage2: &mut PartitionStage2,
     cpus: &'static [usize],
     gic: Option<GuestGic>,
+    virtual_uart: bool,
 ) -> Result<Option<PartitionGic>, Verdict> {
     if !arch::gic::present() {
         return Ok(None);
@@ -207,7 +211,12 @@ fn virtual_gic(
             }
         }
     }
-    for &intid in board.console_region().interrupts.as_slice() {
+    let console_lines = if virtual_uart {
+        board.console_region().interrupts.as_slice()
+    } else {
+        &[]
+    };
+    for &intid in console_lines {
         if !lines.iter().any(|line| line.intid == intid.0) {
             lines.push(Line::new(intid, LineKind::Virtual));
         }
@@ -483,6 +492,18 @@ fn refused(name: &str, what: &str, error: &dyn core::fmt::Display) -> Verdict {
         defmt::Display2Format(error)
     );
     Verdict::BadGuest
+}
+
+/// Whether `partition` is granted a UART of its own (then it gets no virtual one).
+fn has_own_uart(board: &Board, partition: &transom_boards::Partition) -> bool {
+    partition.grants.iter().any(|grant| {
+        board.device(grant.device).is_some_and(|region| {
+            matches!(
+                region.kind,
+                DeviceKind::Pl011 | DeviceKind::MiniUart | DeviceKind::Uart16550
+            )
+        })
+    })
 }
 
 /// Kinds the guest tree writer describes without more than the table holds (a

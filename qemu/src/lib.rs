@@ -243,8 +243,11 @@ impl Machine {
 
 /// What [`RunConfig::icount`] adds: virtual time advances 1 ns per executed
 /// instruction, so the counter of QEMU `virt` (62.5 MHz) ticks once every 16
-/// instructions while a CPU runs.
-pub const ICOUNT_ARGUMENTS: [&str; 2] = ["-icount", "shift=0"];
+/// instructions while a CPU runs. `sleep=off`: while every CPU idles, virtual time
+/// jumps to the next timer deadline instead of following the host's clock (QEMU's
+/// `-icount` documentation), so idle time on a busy host does not count as
+/// instructions and the counts repeat run to run.
+pub const ICOUNT_ARGUMENTS: [&str; 2] = ["-icount", "shift=0,sleep=off"];
 
 /// A raw disk image behind a `virtio-blk-device` on one of `virt`'s virtio-mmio
 /// transports (`raspi4b` has none: QEMU refuses the device there).

@@ -2,8 +2,9 @@
 // words; check them with llvm-mc -triple=aarch64 -show-encoding bench.s). It runs
 // in linux-a of QEMU virt: under -icount shift=0 each CNTVCT tick is 16 executed
 // instructions (1 ns per instruction, 62.5 MHz counter), so every figure is an
-// instruction count, the hypervisor's included. It prints, on its virtual PL011,
-// one line per figure: a tag letter and the count of ticks in hex:
+// instruction count, the hypervisor's included. It prints, on its own PL011
+// (UART1, direct-mapped: QEMU transmits what is written to UARTDR), one line per
+// figure: a tag letter and the count of ticks in hex:
 //   e  CNTVCT at its second instruction (hypervisor entry to guest entry)
 //   l  4096 iterations of an empty loop (subs + b.ne)
 //   t  the same with a 32-bit read of its trapped virtio transport (0x0a003e00)
@@ -23,7 +24,7 @@ _start:
     .long   0
 entry:
     mrs     x19, cntvct_el0
-    movz    x1, #0x0900, lsl #16
+    movz    x1, #0x0904, lsl #16
     movz    x4, #0x3e00
     movk    x4, #0x0a00, lsl #16
     movz    x5, #0x0018

@@ -202,6 +202,15 @@ fn linux_a_and_linux_b_each_see_only_their_own_transport_and_disk() {
     };
     assert!(has_rtc(LINUX_B.partition), "{transcript}");
     assert!(!has_rtc(LINUX_A.partition), "{transcript}");
+    // Only a partition without a UART of its own gets the virtual PL011 (at UART0's
+    // 0x0900_0000): linux-b, not linux-a, which has UART1.
+    let vuart = |partition: &str| {
+        iomem_lines(&console(&demo, &outcome, partition), partition)
+            .iter()
+            .any(|line| line.starts_with("09000000-09000fff"))
+    };
+    assert!(vuart(LINUX_B.partition), "{transcript}");
+    assert!(!vuart(LINUX_A.partition), "{transcript}");
 }
 
 /// Both guests again on `virt` with `gic-version=2`: Linux drives a GICv2
