@@ -378,7 +378,8 @@ fn handle_exit(vcpu: &Vcpu, kind: VectorKind, context: &mut GuestContext) -> Con
 #[inline]
 fn before_entry(vcpu: &Vcpu) -> ControlFlow<()> {
     let partition = vcpu.partition;
-    if partition.stopped.load(Ordering::Acquire) {
+    // Relaxed: nothing the stopping CPU wrote is read after this.
+    if partition.stopped.load(Ordering::Relaxed) {
         return ControlFlow::Break(());
     }
     if let Some(gic) = &partition.gic {
@@ -433,8 +434,11 @@ fn forward(vcpu: &Vcpu, ipa: u64, access: DataAccess, context: &mut GuestContext
         guest::mmio_write(ipa, access.size, value);
     } else {
         let raw = guest::mmio_read(ipa, access.size);
-        if let Some(value) = mmio::load_result(&access, raw) {
-            context.x[usize::from(access.register)] = value;
+        let value = mmio::load_result(&access, raw);
+        if let (Some(value), Some(register)) =
+            (value, context.x.get_mut(usize::from(access.register)))
+        {
+            *register = value;
         }
     }
     context.elr += 4;

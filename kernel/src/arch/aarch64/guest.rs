@@ -241,15 +241,20 @@ where
     ///
     /// `context` and `on_exit` are the pointers [`run`] gave
     /// `__transom_guest_run` (`on_exit` to an `F`), valid and used by nothing else
-    /// while it runs.
-    unsafe extern "C" fn exit<F>(context: *mut GuestContext, raw_kind: u64, on_exit: *mut ()) -> u64
+    /// while it runs; `kind` is a [`VectorKind`] discriminant (the lower-EL vectors
+    /// pass only the constants 4 to 7).
+    unsafe extern "C" fn exit<F>(
+        context: *mut GuestContext,
+        kind: VectorKind,
+        on_exit: *mut (),
+    ) -> u64
     where
         F: FnMut(&mut GuestContext, VectorKind) -> ControlFlow<()>,
     {
         // SAFETY: by this function's contract, both point to live objects of `run`'s
         // frame (`on_exit` to an `F`) that nothing else uses while the guest loop runs.
         let (context, on_exit) = unsafe { (&mut *context, &mut *on_exit.cast::<F>()) };
-        match on_exit(context, VectorKind::from_raw(raw_kind)) {
+        match on_exit(context, kind) {
             ControlFlow::Continue(()) => 0,
             ControlFlow::Break(()) => 1,
         }
@@ -258,7 +263,7 @@ where
     unsafe extern "C" {
         fn __transom_guest_run(
             context: *mut GuestContext,
-            handler: unsafe extern "C" fn(*mut GuestContext, u64, *mut ()) -> u64,
+            handler: unsafe extern "C" fn(*mut GuestContext, VectorKind, *mut ()) -> u64,
             data: *mut (),
         );
     }
@@ -266,8 +271,9 @@ where
     // stack, restores them and SP before returning, and writes only `*context`,
     // which the exclusive borrow makes ours; it calls `exit::<F>` only with the
     // pointers given here, which stay valid (borrowed for the call) and are used by
-    // nothing else meanwhile, as `exit` requires, and with SP 16-byte aligned below
-    // its frame. The guest runs at EL1 under the stage 2 `enter_partition`
+    // nothing else meanwhile, and with a vector kind the lower-EL vectors set (4 to
+    // 7, `VectorKind::LowerSync` to `LowerSError`), as `exit` requires, with SP
+    // 16-byte aligned below its frame. The guest runs at EL1 under the stage 2 `enter_partition`
     // installed, so it can reach only its partition's memory and cannot touch the
     // EL2 stack or image. The hypervisor is soft-float, so the FP/SIMD registers
     // the guest changes hold no state of its Rust code.
@@ -370,7 +376,8 @@ pub fn guest_instruction(banks: &[PhysRange], pc: u64) -> Option<u32> {
 global_asm!(
     r#"
     .section .text, "ax"
-// x0: the context, x1: the exit handler, x2: the handler's data.
+// x0: the context, x1: the exit handler, x2: the handler's data. The frame keeps
+// the context pointer, so each entry reloads it from there.
     .global __transom_guest_run
 __transom_guest_run:
     sub     sp, sp, #{host_frame}
@@ -382,28 +389,7 @@ __transom_guest_run:
     stp     x28, x29, [sp, #80]
     stp     x30, x0, [sp, #96]
     stp     x1, x2, [sp, #{host_handler}]
-// x0: the context.
-__transom_guest_enter:
-    ldp     x1, x2, [x0, #{elr}]
-    msr     elr_el2, x1
-    msr     spsr_el2, x2
-    ldp     x2, x3, [x0, #16]
-    ldp     x4, x5, [x0, #32]
-    ldp     x6, x7, [x0, #48]
-    ldp     x8, x9, [x0, #64]
-    ldp     x10, x11, [x0, #80]
-    ldp     x12, x13, [x0, #96]
-    ldp     x14, x15, [x0, #112]
-    ldp     x16, x17, [x0, #128]
-    ldp     x18, x19, [x0, #144]
-    ldp     x20, x21, [x0, #160]
-    ldp     x22, x23, [x0, #176]
-    ldp     x24, x25, [x0, #192]
-    ldp     x26, x27, [x0, #208]
-    ldp     x28, x29, [x0, #224]
-    ldr     x30, [x0, #240]
-    ldp     x0, x1, [x0, #0]
-    eret
+    b       __transom_guest_enter
 
 // Entered from a lower-EL vector with the guest's x0 and x1 pushed on the EL2
 // stack (just below the frame `__transom_guest_run` left) and the vector kind in x1.
@@ -432,12 +418,35 @@ __transom_guest_exit:
     stp     x2, x3, [x0, #{elr}]
     mrs     x2, esr_el2
     str     x2, [x0, #{esr}]
-// handler(context, kind, data), on the stack below the frame.
+// handler(context, kind, data), on the stack below the frame; nonzero: leave.
     ldp     x3, x2, [sp, #{host_handler}]
     blr     x3
-    mov     x1, x0
+    cbnz    x0, __transom_guest_leave
+
+__transom_guest_enter:
     ldr     x0, [sp, #{host_context}]
-    cbz     x1, __transom_guest_enter
+    ldp     x1, x2, [x0, #{elr}]
+    msr     elr_el2, x1
+    msr     spsr_el2, x2
+    ldp     x2, x3, [x0, #16]
+    ldp     x4, x5, [x0, #32]
+    ldp     x6, x7, [x0, #48]
+    ldp     x8, x9, [x0, #64]
+    ldp     x10, x11, [x0, #80]
+    ldp     x12, x13, [x0, #96]
+    ldp     x14, x15, [x0, #112]
+    ldp     x16, x17, [x0, #128]
+    ldp     x18, x19, [x0, #144]
+    ldp     x20, x21, [x0, #160]
+    ldp     x22, x23, [x0, #176]
+    ldp     x24, x25, [x0, #192]
+    ldp     x26, x27, [x0, #208]
+    ldp     x28, x29, [x0, #224]
+    ldr     x30, [x0, #240]
+    ldp     x0, x1, [x0, #0]
+    eret
+
+__transom_guest_leave:
     ldp     x18, x19, [sp, #0]
     ldp     x20, x21, [sp, #16]
     ldp     x22, x23, [sp, #32]
