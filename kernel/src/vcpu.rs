@@ -434,11 +434,9 @@ fn forward(vcpu: &Vcpu, ipa: u64, access: DataAccess, context: &mut GuestContext
         guest::mmio_write(ipa, access.size, value);
     } else {
         let raw = guest::mmio_read(ipa, access.size);
-        let value = mmio::load_result(&access, raw);
-        if let (Some(value), Some(register)) =
-            (value, context.x.get_mut(usize::from(access.register)))
-        {
-            *register = value;
+        // Register 31 is XZR here: the value is dropped.
+        if let Some(register) = context.x.get_mut(usize::from(access.register)) {
+            *register = mmio::loaded_value(&access, raw);
         }
     }
     context.elr += 4;

@@ -93,9 +93,12 @@ pub fn store_value(access: &DataAccess, registers: &[u64; 31]) -> u64 {
 /// bits 63:32). `None` for XZR: the value is discarded.
 #[inline]
 pub fn load_result(access: &DataAccess, raw: u64) -> Option<u64> {
-    if access.register == 31 {
-        return None;
-    }
+    (access.register != 31).then(|| loaded_value(access, raw))
+}
+
+/// [`load_result`] for a register known not to be XZR.
+#[inline]
+pub fn loaded_value(access: &DataAccess, raw: u64) -> u64 {
     // The bits above the access: shifted out and back in, with the sign (`SSE`)
     // or with zeros.
     let above = 64u32.saturating_sub(u32::from(access.size) * 8);
@@ -105,11 +108,11 @@ pub fn load_result(access: &DataAccess, raw: u64) -> Option<u64> {
     } else {
         top >> above
     };
-    Some(if access.sixty_four {
+    if access.sixty_four {
         extended
     } else {
         extended & 0xffff_ffff
-    })
+    }
 }
 
 const fn size_mask(size: u8) -> u64 {
