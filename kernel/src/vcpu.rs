@@ -415,14 +415,19 @@ fn dispatch(vcpu: &Vcpu, kind: VectorKind, context: &mut GuestContext) -> Flow {
 #[inline]
 fn data_abort(vcpu: &Vcpu, esr: Esr, context: &mut GuestContext) -> Flow {
     let ipa = guest::exit_fault_ipa();
-    let access = esr.abort().and_then(|abort| abort.access);
     let Some(window) = vcpu.partition.stage2.space.trapped_window(ipa) else {
-        return emulated_access(vcpu, ipa, access, context);
+        return emulated_access(vcpu, ipa, esr, context);
     };
-    match mmio::check(Some(window), ipa, access) {
+    match mmio::check(Some(window), ipa, data_access(esr)) {
         Ok(access) => forward(vcpu, ipa, access, context),
-        Err(refusal) => refuse(vcpu.partition, ipa, access, refusal, context),
+        Err(refusal) => refuse(vcpu.partition, ipa, esr, refusal, context),
     }
+}
+
+/// The access a data abort's syndrome describes, if it has one (`ISV` = 1).
+#[inline]
+fn data_access(esr: Esr) -> Option<DataAccess> {
+    esr.abort().and_then(|abort| abort.access)
 }
 
 /// A checked access to a trapped window, done on the device with the guest's width.
@@ -446,13 +451,9 @@ fn forward(vcpu: &Vcpu, ipa: u64, access: DataAccess, context: &mut GuestContext
 /// An abort outside every trapped window: the virtual PL011, the virtual GIC, the
 /// width probe, or a refused access.
 #[inline(never)]
-fn emulated_access(
-    vcpu: &Vcpu,
-    ipa: u64,
-    access: Option<DataAccess>,
-    context: &mut GuestContext,
-) -> Flow {
+fn emulated_access(vcpu: &Vcpu, ipa: u64, esr: Esr, context: &mut GuestContext) -> Flow {
     let partition = vcpu.partition;
+    let access = data_access(esr);
     if let Some(range) = partition.vuart_range.filter(|range| range.contains(ipa)) {
         return virtual_uart(vcpu, range, ipa, access, context);
     }
@@ -464,7 +465,7 @@ fn emulated_access(
     }
     match mmio::check(None, ipa, access) {
         Ok(access) => forward(vcpu, ipa, access, context),
-        Err(refusal) => refuse(partition, ipa, access, refusal, context),
+        Err(refusal) => refuse(partition, ipa, esr, refusal, context),
     }
 }
 
@@ -474,10 +475,11 @@ fn emulated_access(
 fn refuse(
     partition: &Partition,
     ipa: u64,
-    access: Option<DataAccess>,
+    esr: Esr,
     refusal: mmio::Refusal,
     context: &mut GuestContext,
 ) -> Flow {
+    let access = data_access(esr);
     if access.is_none() {
         name_unsyndromed_instruction(partition, ipa, context);
     }
