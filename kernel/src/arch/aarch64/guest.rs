@@ -273,9 +273,9 @@ where
     // pointers given here, which stay valid (borrowed for the call) and are used by
     // nothing else meanwhile, and with a vector kind the lower-EL vectors set (4 to
     // 7, `VectorKind::LowerSync` to `LowerSError`), as `exit` requires, with SP
-    // 16-byte aligned below its frame. The guest runs at EL1 under the stage 2 `enter_partition`
-    // installed, so it can reach only its partition's memory and cannot touch the
-    // EL2 stack or image. The hypervisor is soft-float, so the FP/SIMD registers
+    // 16-byte aligned below its frame. The guest runs at EL1 under the stage 2
+    // `enter_partition` installed, so it can reach only its partition's memory and
+    // cannot touch the EL2 stack or image. The hypervisor is soft-float, so the FP/SIMD registers
     // the guest changes hold no state of its Rust code.
     unsafe { __transom_guest_run(context, exit::<F>, (&raw mut on_exit).cast()) };
 }
