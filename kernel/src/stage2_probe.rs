@@ -115,7 +115,7 @@ fn probe(partition: &PartitionStage2, forbidden: PhysRange) -> bool {
 
     let mut steps = expected.iter();
     for _ in 0..MAX_EXITS {
-        let kind = guest::run(&mut context);
+        let kind = guest::run_to_exit(&mut context);
         let Some(&expect) = steps.next() else {
             break;
         };
@@ -192,7 +192,7 @@ fn matches_exit(
                 },
                 ExceptionClass::DataAbortLower,
                 Some(abort),
-            ) if is_expected_abort(&abort, context.fault_ipa(), ipa, size, register)
+            ) if is_expected_abort(&abort, guest::exit_fault_ipa(), ipa, size, register)
                 && partition.space.trapped_window(ipa).is_some() == trapped =>
             {
                 log_abort(partition, &abort, ipa);
@@ -202,14 +202,14 @@ fn matches_exit(
         }
     }
     defmt::error!(
-        "stage-2 probe of {=str}: unexpected exit ({=str}) at IPA {=u64:#x}: ESR_EL2 {=u64:#x} {}, FAR_EL2 {=u64:#x}, HPFAR_EL2 {=u64:#x}",
+        "stage-2 probe of {=str}: unexpected exit ({=str}) at IPA {=u64:#x}: ESR_EL2 {=u64:#x} {}, FAR_EL2 {=u64:#x}, fault IPA {=u64:#x}",
         partition.name,
         kind.name(),
         context.elr,
         context.esr,
         defmt::Display2Format(&esr),
-        context.far,
-        context.hpfar
+        guest::exit_far(),
+        guest::exit_fault_ipa()
     );
     false
 }

@@ -9,11 +9,12 @@
 //! every started partition has stopped.
 
 use alloc::vec::Vec;
+use core::ops::ControlFlow;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use spin::{Mutex, Once};
 use transom_boards::PhysRange;
-use transom_vmm_core::esr::{Esr, ExceptionClass};
+use transom_vmm_core::esr::{DataAccess, Esr, ExceptionClass};
 use transom_vmm_core::mmio;
 use transom_vmm_core::psci::{self, Action, VcpuState};
 use transom_vmm_core::verdict::Verdict;
@@ -47,11 +48,27 @@ pub struct Partition {
     vcpus: [AtomicU8; MAX_VCPUS],
     stopped: AtomicBool,
     failed: AtomicBool,
-    /// Trapped accesses handled: to the virtual GIC, forwarded to a device, to the
-    /// virtual PL011 (reported when the partition stops).
-    gic_accesses: AtomicU64,
-    forwarded_accesses: AtomicU64,
-    vuart_accesses: AtomicU64,
+    /// Each vCPU's trapped-access counters (reported when the partition stops).
+    counts: [AccessCounts; MAX_VCPUS],
+}
+
+/// Trapped accesses one vCPU handled. Only that vCPU writes them (see [`count`]);
+/// they are atomic so the vCPU that stops the partition can read them.
+#[derive(Default)]
+struct AccessCounts {
+    /// To the virtual GIC.
+    gic: AtomicU64,
+    /// Forwarded to a device.
+    forwarded: AtomicU64,
+    /// To the virtual PL011.
+    vuart: AtomicU64,
+}
+
+/// Adds one to a counter of the running vCPU's [`AccessCounts`]. Its only writer is
+/// this CPU, so a plain load and store do (no read-modify-write).
+#[inline]
+fn count(counter: &AtomicU64) {
+    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
 impl Partition {
@@ -75,9 +92,7 @@ impl Partition {
             vcpus: [const { AtomicU8::new(STATE_OFF) }; MAX_VCPUS],
             stopped: AtomicBool::new(false),
             failed: AtomicBool::new(false),
-            gic_accesses: AtomicU64::new(0),
-            forwarded_accesses: AtomicU64::new(0),
-            vuart_accesses: AtomicU64::new(0),
+            counts: Default::default(),
         }
     }
 
@@ -103,9 +118,13 @@ impl Partition {
         }
         self.flush_console();
         if !self.stopped.swap(true, Ordering::AcqRel) {
-            let gic = self.gic_accesses.load(Ordering::Relaxed);
-            let forwarded = self.forwarded_accesses.load(Ordering::Relaxed);
-            let vuart = self.vuart_accesses.load(Ordering::Relaxed);
+            let total = |counter: fn(&AccessCounts) -> &AtomicU64| -> u64 {
+                let counts = self.counts.iter();
+                counts.map(|c| counter(c).load(Ordering::Relaxed)).sum()
+            };
+            let gic = total(|counts| &counts.gic);
+            let forwarded = total(|counts| &counts.forwarded);
+            let vuart = total(|counts| &counts.vuart);
             defmt::info!(
                 "partition {=str}: {=u64} trapped accesses ({=u64} to the virtual GIC, {=u64} forwarded to devices, {=u64} to the virtual UART)",
                 self.name(),
@@ -298,12 +317,29 @@ enum Flow {
     Off,
 }
 
+/// The vCPU an exit came from, as its handlers need it.
+struct Vcpu<'a> {
+    /// Its partition.
+    partition: &'a Partition,
+    /// The partition's index in [`PARTITIONS`].
+    partition_index: usize,
+    /// The vCPU's index in its partition.
+    index: usize,
+    /// Its trapped-access counters.
+    counts: &'a AccessCounts,
+}
+
 fn run(assignment: Assignment) {
     let Some(partitions) = PARTITIONS.get() else {
         return;
     };
     let partition = &partitions[assignment.partition];
-    let vcpu = assignment.vcpu;
+    let vcpu = Vcpu {
+        partition,
+        partition_index: assignment.partition,
+        index: assignment.vcpu,
+        counts: &partition.counts[assignment.vcpu],
+    };
     let mut context = GuestContext {
         elr: assignment.entry,
         spsr: guest::SPSR_EL1H_MASKED,
@@ -311,110 +347,159 @@ fn run(assignment: Assignment) {
     };
     context.x[0] = assignment.x0;
     context.x[1] = assignment.x1;
-    guest::enter_vcpu(partition.stage2.vttbr, partition.stage2.vtcr, vcpu);
+    guest::enter_vcpu(partition.stage2.vttbr, partition.stage2.vtcr, vcpu.index);
     if partition.gic.is_some() {
         crate::vgic::enter();
     }
-    partition.set_state(vcpu, VcpuState::On);
-    while !partition.stopped.load(Ordering::Acquire) {
-        if let Some(gic) = &partition.gic {
-            gic.flush(vcpu);
-        }
-        let kind = guest::run(&mut context);
-        match dispatch(partitions, assignment.partition, vcpu, kind, &mut context) {
-            Flow::Resume => {}
-            Flow::Off => break,
-        }
+    partition.set_state(vcpu.index, VcpuState::On);
+    if before_entry(&vcpu).is_continue() {
+        guest::run(&mut context, |context, kind| {
+            handle_exit(&vcpu, kind, context)
+        });
     }
-    partition.set_state(vcpu, VcpuState::Off);
+    partition.set_state(vcpu.index, VcpuState::Off);
     if partition.gic.is_some() {
         crate::vgic::leave();
     }
     guest::leave_partition();
 }
 
+/// Handles one exit and prepares the next entry, or ends the vCPU's loop.
+fn handle_exit(vcpu: &Vcpu, kind: VectorKind, context: &mut GuestContext) -> ControlFlow<()> {
+    match dispatch(vcpu, kind, context) {
+        Flow::Resume => before_entry(vcpu),
+        Flow::Off => ControlFlow::Break(()),
+    }
+}
+
+/// What precedes every entry into the guest: the loop ends if the partition has
+/// stopped; otherwise the virtual interrupts queued for the vCPU go into its list
+/// registers.
+#[inline]
+fn before_entry(vcpu: &Vcpu) -> ControlFlow<()> {
+    let partition = vcpu.partition;
+    // Relaxed: nothing the stopping CPU wrote is read after this.
+    if partition.stopped.load(Ordering::Relaxed) {
+        return ControlFlow::Break(());
+    }
+    if let Some(gic) = &partition.gic {
+        gic.flush(vcpu.index);
+    }
+    ControlFlow::Continue(())
+}
+
 /// Sends an exit to its handler.
-fn dispatch(
-    partitions: &[Partition],
-    index: usize,
-    vcpu: usize,
-    kind: VectorKind,
-    context: &mut GuestContext,
-) -> Flow {
-    let partition = &partitions[index];
+#[inline]
+fn dispatch(vcpu: &Vcpu, kind: VectorKind, context: &mut GuestContext) -> Flow {
     match kind {
         VectorKind::LowerSync => {
             let esr = Esr(context.esr);
             match esr.class() {
-                ExceptionClass::DataAbortLower => data_abort(partition, esr, context),
-                ExceptionClass::Hvc64 => hypercall(partitions, index, context),
-                ExceptionClass::Smc64 => secure_monitor_call(partitions, index, context),
+                ExceptionClass::DataAbortLower => data_abort(vcpu, esr, context),
+                ExceptionClass::Hvc64 => hypercall(vcpu, context),
+                ExceptionClass::Smc64 => secure_monitor_call(vcpu, context),
                 ExceptionClass::WfiWfe => wait_for_interrupt(context),
-                ExceptionClass::SysReg => system_register(partition, vcpu, context),
-                _ => unhandled(partition, vcpu, kind, context),
+                ExceptionClass::SysReg => system_register(vcpu, context),
+                _ => unhandled(vcpu, kind, context),
             }
         }
-        VectorKind::LowerIrq => interrupt(partition, vcpu),
-        _ => unhandled(partition, vcpu, kind, context),
+        VectorKind::LowerIrq => interrupt(vcpu),
+        _ => unhandled(vcpu, kind, context),
     }
 }
 
 /// A stage-2 data abort: a trapped window (forwarded with the guest's exact
-/// width), the virtual PL011, the virtual GIC, or a refused access (an abort
-/// injected into the guest). Trapped windows are looked at first, as the most
-/// frequent; none overlaps the others (the board table never grants the console
-/// or a GIC frame: rules 7 and 16).
-fn data_abort(partition: &Partition, esr: Esr, context: &mut GuestContext) -> Flow {
-    let ipa = context.fault_ipa();
-    let access = esr.abort().and_then(|abort| abort.access);
-    let window = partition.stage2.space.trapped_window(ipa);
-    if window.is_none() {
-        if let Some(range) = partition.vuart_range.filter(|range| range.contains(ipa)) {
-            return virtual_uart(partition, range, ipa, access, context);
-        }
-        if let Some(gic) = partition.gic.as_ref().filter(|gic| gic.contains(ipa)) {
-            return gic_access(partition, gic, ipa, access, context);
-        }
-        if let Some(range) = partition.width_probe.filter(|range| range.contains(ipa)) {
-            return width_probe(partition, range, ipa, access, context);
+/// width), or else an emulated device or a refused access. Trapped windows are
+/// looked at first, as the most frequent; none overlaps the others (the board
+/// table never grants the console or a GIC frame: rules 7 and 16).
+#[inline]
+fn data_abort(vcpu: &Vcpu, esr: Esr, context: &mut GuestContext) -> Flow {
+    let ipa = guest::exit_fault_ipa();
+    let Some(window) = vcpu.partition.stage2.space.trapped_window(ipa) else {
+        return emulated_access(vcpu, ipa, esr, context);
+    };
+    match mmio::check(Some(window), ipa, data_access(esr)) {
+        Ok(access) => forward(vcpu, ipa, access, context),
+        Err(refusal) => refuse(vcpu.partition, ipa, esr, refusal, context),
+    }
+}
+
+/// The access a data abort's syndrome describes, if it has one (`ISV` = 1).
+#[inline]
+fn data_access(esr: Esr) -> Option<DataAccess> {
+    esr.abort().and_then(|abort| abort.access)
+}
+
+/// A checked access to a trapped window, done on the device with the guest's width.
+#[inline]
+fn forward(vcpu: &Vcpu, ipa: u64, access: DataAccess, context: &mut GuestContext) -> Flow {
+    count(&vcpu.counts.forwarded);
+    if access.write {
+        let value = mmio::store_value(&access, &context.x);
+        guest::mmio_write(ipa, access.size, value);
+    } else {
+        let raw = guest::mmio_read(ipa, access.size);
+        // Register 31 is XZR here: the value is dropped.
+        if let Some(register) = context.x.get_mut(usize::from(access.register)) {
+            *register = mmio::loaded_value(&access, raw);
         }
     }
-    match mmio::check(window, ipa, access) {
-        Ok(access) => {
-            partition.forwarded_accesses.fetch_add(1, Ordering::Relaxed);
-            if access.write {
-                let value = mmio::store_value(&access, &context.x);
-                guest::mmio_write(ipa, access.size, value);
-            } else {
-                let raw = guest::mmio_read(ipa, access.size);
-                if let Some(value) = mmio::load_result(&access, raw) {
-                    context.x[usize::from(access.register)] = value;
-                }
-            }
-            context.elr += 4;
-            Flow::Resume
-        }
-        Err(refusal) => {
-            if access.is_none() {
-                name_unsyndromed_instruction(partition, ipa, context);
-            }
-            let write = access.is_some_and(|access| access.write);
-            defmt::warn!(
-                "partition {=str}: {=str} at IPA {=u64:#x} from PC {=u64:#x} refused ({}): abort injected",
-                partition.name(),
-                if write { "write" } else { "read" },
-                ipa,
-                context.elr,
-                defmt::Display2Format(&refusal)
-            );
-            inject_or_stop(partition, inject::data_abort(context.spsr, write), context)
-        }
+    context.elr += 4;
+    Flow::Resume
+}
+
+/// An abort outside every trapped window: the virtual PL011, the virtual GIC, the
+/// width probe, or a refused access.
+#[inline(never)]
+fn emulated_access(vcpu: &Vcpu, ipa: u64, esr: Esr, context: &mut GuestContext) -> Flow {
+    let partition = vcpu.partition;
+    let access = data_access(esr);
+    if let Some(range) = partition.vuart_range.filter(|range| range.contains(ipa)) {
+        return virtual_uart(vcpu, range, ipa, access, context);
     }
+    if let Some(gic) = partition.gic.as_ref().filter(|gic| gic.contains(ipa)) {
+        return gic_access(vcpu, gic, ipa, access, context);
+    }
+    if let Some(range) = partition.width_probe.filter(|range| range.contains(ipa)) {
+        return width_probe(partition, range, ipa, access, context);
+    }
+    match mmio::check(None, ipa, access) {
+        Ok(access) => forward(vcpu, ipa, access, context),
+        Err(refusal) => refuse(partition, ipa, esr, refusal, context),
+    }
+}
+
+/// A trapped access that may not reach the device: logged, and an abort injected.
+#[cold]
+#[inline(never)]
+fn refuse(
+    partition: &Partition,
+    ipa: u64,
+    esr: Esr,
+    refusal: mmio::Refusal,
+    context: &mut GuestContext,
+) -> Flow {
+    let access = data_access(esr);
+    if access.is_none() {
+        name_unsyndromed_instruction(partition, ipa, context);
+    }
+    let write = access.is_some_and(|access| access.write);
+    defmt::warn!(
+        "partition {=str}: {=str} at IPA {=u64:#x} from PC {=u64:#x} refused ({}): abort injected",
+        partition.name(),
+        if write { "write" } else { "read" },
+        ipa,
+        context.elr,
+        defmt::Display2Format(&refusal)
+    );
+    inject_or_stop(partition, inject::data_abort(context.spsr, write), context)
 }
 
 /// Logs the instruction behind a data abort without a syndrome (ISV = 0), which
 /// Transom refuses rather than decodes: its encoding and what kind of load or
 /// store it is, read through the guest's own translation.
+#[cold]
+#[inline(never)]
 fn name_unsyndromed_instruction(partition: &Partition, ipa: u64, context: &GuestContext) {
     match guest::guest_instruction(partition.stage2.ram, context.elr) {
         Some(word) => defmt::warn!(
@@ -435,19 +520,21 @@ fn name_unsyndromed_instruction(partition: &Partition, ipa: u64, context: &Guest
 }
 
 /// An access to the virtual GIC's distributor or a redistributor.
+#[inline(never)]
 fn gic_access(
-    partition: &Partition,
+    vcpu: &Vcpu,
     gic: &PartitionGic,
     ipa: u64,
-    access: Option<transom_vmm_core::esr::DataAccess>,
+    access: Option<DataAccess>,
     context: &mut GuestContext,
 ) -> Flow {
+    let partition = vcpu.partition;
     let result = match &access {
         Some(access) => gic.access(ipa, access, &mut context.x).is_ok(),
         None => false,
     };
     if result {
-        partition.gic_accesses.fetch_add(1, Ordering::Relaxed);
+        count(&vcpu.counts.gic);
         context.elr += 4;
         return Flow::Resume;
     }
@@ -463,20 +550,24 @@ fn gic_access(
 }
 
 /// A physical interrupt exited the guest: the virtual GIC takes it.
-fn interrupt(partition: &Partition, vcpu: usize) -> Flow {
-    if let Some(gic) = &partition.gic {
-        gic.take_interrupts(vcpu);
+#[inline(never)]
+fn interrupt(vcpu: &Vcpu) -> Flow {
+    if let Some(gic) = &vcpu.partition.gic {
+        gic.take_interrupts(vcpu.index);
     }
     Flow::Resume
 }
 
+/// An access to the virtual PL011.
+#[inline(never)]
 fn virtual_uart(
-    partition: &Partition,
+    vcpu: &Vcpu,
     range: PhysRange,
     ipa: u64,
-    access: Option<transom_vmm_core::esr::DataAccess>,
+    access: Option<DataAccess>,
     context: &mut GuestContext,
 ) -> Flow {
+    let partition = vcpu.partition;
     // The PL011's registers take 8, 16 and 32-bit accesses, aligned.
     let Some(access) =
         access.filter(|access| access.size <= 4 && ipa.is_multiple_of(u64::from(access.size)))
@@ -484,7 +575,7 @@ fn virtual_uart(
         let write = access.is_some_and(|access| access.write);
         return inject_or_stop(partition, inject::data_abort(context.spsr, write), context);
     };
-    partition.vuart_accesses.fetch_add(1, Ordering::Relaxed);
+    count(&vcpu.counts.vuart);
     let offset = ipa - range.start;
     let name = partition.name();
     let mut uart = partition.vuart.lock();
@@ -500,11 +591,12 @@ fn virtual_uart(
 
 /// An access to the width probe: answered with the width and offset it came with
 /// (`transom_vmm_core::width_probe`), one log line each; any other width aborts.
+#[inline(never)]
 fn width_probe(
     partition: &Partition,
     range: PhysRange,
     ipa: u64,
-    access: Option<transom_vmm_core::esr::DataAccess>,
+    access: Option<DataAccess>,
     context: &mut GuestContext,
 ) -> Flow {
     let checked = access.map(|access| (access, WidthProbe::check(ipa - range.start, access.size)));
@@ -553,56 +645,54 @@ fn print_line(partition: &str, line: &[u8]) {
 /// `HVC`: PSCI (and, later, Transom's own calls). `ELR_EL2` already points past the
 /// `HVC` (Arm ARM D1.10.2: the preferred return address of an HVC is the next
 /// instruction).
-fn hypercall(partitions: &[Partition], index: usize, context: &mut GuestContext) -> Flow {
-    power_call(partitions, index, context)
+#[inline]
+fn hypercall(vcpu: &Vcpu, context: &mut GuestContext) -> Flow {
+    power_call(vcpu, context)
 }
 
 /// `SMC`, trapped by `HCR_EL2.TSC`: the preferred return address is the `SMC`
 /// itself, so the PC moves on by one instruction; then as `HVC`.
-fn secure_monitor_call(partitions: &[Partition], index: usize, context: &mut GuestContext) -> Flow {
+#[inline(never)]
+fn secure_monitor_call(vcpu: &Vcpu, context: &mut GuestContext) -> Flow {
     context.elr += 4;
-    power_call(partitions, index, context)
+    power_call(vcpu, context)
 }
 
-fn power_call(partitions: &[Partition], index: usize, context: &mut GuestContext) -> Flow {
-    let partition = &partitions[index];
+// Always inlined: the calls that only return a value are the hot path of `HVC`.
+#[inline(always)]
+fn power_call(vcpu: &Vcpu, context: &mut GuestContext) -> Flow {
     let x = [context.x[0], context.x[1], context.x[2], context.x[3]];
-    match psci::call(x, partition) {
+    match psci::call(x, vcpu.partition) {
         Action::Return(value) => {
             context.x[0] = value as u64;
             Flow::Resume
         }
-        action => power_state_change(partitions, index, action, context),
+        action => power_state_change(vcpu, action, context),
     }
 }
 
 /// A PSCI call that starts, stops or powers off vCPUs: rare, so kept out of the
 /// path of the calls that only return a value.
 #[inline(never)]
-fn power_state_change(
-    partitions: &[Partition],
-    index: usize,
-    action: Action,
-    context: &mut GuestContext,
-) -> Flow {
-    let partition = &partitions[index];
+fn power_state_change(vcpu: &Vcpu, action: Action, context: &mut GuestContext) -> Flow {
+    let partition = vcpu.partition;
     match action {
         Action::Return(value) => {
             context.x[0] = value as u64;
             Flow::Resume
         }
         Action::CpuOn {
-            vcpu,
+            vcpu: target,
             entry,
             context_id,
         } => {
-            let cpu = partition.cpus[vcpu];
-            partition.set_state(vcpu, VcpuState::OnPending);
+            let cpu = partition.cpus[target];
+            partition.set_state(target, VcpuState::OnPending);
             post(
                 cpu,
                 Assignment {
-                    partition: index,
-                    vcpu,
+                    partition: vcpu.partition_index,
+                    vcpu: target,
                     entry,
                     x0: context_id,
                     x1: 0,
@@ -611,7 +701,7 @@ fn power_state_change(
             defmt::info!(
                 "partition {=str}: PSCI CPU_ON vCPU {=usize} on CPU {=usize} at {=u64:#x}",
                 partition.name(),
-                vcpu,
+                target,
                 cpu,
                 entry
             );
@@ -655,14 +745,16 @@ const ISS_ICC_ASGI1R: u32 = 3 << 20 | 6 << 17 | 12 << 10 | 11 << 1;
 /// A trapped system register access: a vCPU's SGI is sent; any other register is
 /// not emulated, so the guest gets an undefined instruction exception, as on a CPU
 /// without the register.
-fn system_register(partition: &Partition, vcpu: usize, context: &mut GuestContext) -> Flow {
+#[inline(never)]
+fn system_register(vcpu: &Vcpu, context: &mut GuestContext) -> Flow {
+    let partition = vcpu.partition;
     let iss = Esr(context.esr).iss();
     let write = iss & 1 == 0;
     let sgi = matches!(iss & ISS_SYSREG_MASK, ISS_ICC_SGI1R | ISS_ICC_ASGI1R);
     if let (true, true, Some(gic)) = (sgi, write, &partition.gic) {
         let rt = ((iss >> 5) & 0x1f) as usize;
         let value = context.x.get(rt).copied().unwrap_or(0);
-        gic.send_sgi(vcpu, value);
+        gic.send_sgi(vcpu.index, value);
         context.elr += 4;
         return Flow::Resume;
     }
@@ -675,6 +767,7 @@ fn system_register(partition: &Partition, vcpu: usize, context: &mut GuestContex
     inject_or_stop(partition, inject::undefined(context.spsr), context)
 }
 
+#[inline(never)]
 fn inject_or_stop(
     partition: &Partition,
     injection: Result<Injection, inject::InjectError>,
@@ -698,17 +791,20 @@ fn inject_or_stop(
 }
 
 /// An exit no handler takes: the partition stops, the others carry on.
-fn unhandled(partition: &Partition, vcpu: usize, kind: VectorKind, context: &GuestContext) -> Flow {
+#[cold]
+#[inline(never)]
+fn unhandled(vcpu: &Vcpu, kind: VectorKind, context: &GuestContext) -> Flow {
+    let partition = vcpu.partition;
     let esr = Esr(context.esr);
     defmt::error!(
         "partition {=str} vCPU {=usize}: {=str} at PC {=u64:#x}: ESR_EL2 {=u64:#x} {}, FAR_EL2 {=u64:#x}; partition stopped",
         partition.name(),
-        vcpu,
+        vcpu.index,
         kind.name(),
         context.elr,
         context.esr,
         defmt::Display2Format(&esr),
-        context.far
+        guest::exit_far()
     );
     partition.stop(true);
     Flow::Off

@@ -194,14 +194,21 @@ impl PartitionGic {
 
     /// Moves vCPU `vcpu`'s pending interrupts into this CPU's free list registers,
     /// and asks for the underflow maintenance interrupt if some did not fit.
+    #[inline]
     pub fn flush(&self, vcpu: usize) {
         // Called before every entry: a plain load first keeps the common case (nothing
-        // queued) free of an exclusive read-modify-write.
-        if !self.queued[vcpu].load(Ordering::Acquire)
-            || !self.queued[vcpu].swap(false, Ordering::AcqRel)
-        {
+        // queued) free of an exclusive read-modify-write, and of a call.
+        let Some(queued) = self.queued.get(vcpu) else {
             return;
+        };
+        if queued.load(Ordering::Acquire) && queued.swap(false, Ordering::AcqRel) {
+            self.flush_queued(vcpu);
         }
+    }
+
+    /// The part of [`Self::flush`] that runs when something was queued.
+    #[inline(never)]
+    fn flush_queued(&self, vcpu: usize) {
         let state = self.state.lock();
         let count = lr::count();
         let mut empty = lr::empty() & ((1 << count) - 1);

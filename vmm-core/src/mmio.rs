@@ -68,7 +68,9 @@ pub fn check(
     if !window.access.widths.allows(size) {
         return Err(Refusal::Width { size: access.size });
     }
-    if !window.access.unaligned && !ipa.is_multiple_of(size) {
+    // `allows` admits only powers of two, so alignment is a mask test.
+    let misaligned = ipa & (size - 1) != 0;
+    if !window.access.unaligned && misaligned {
         return Err(Refusal::Unaligned { size: access.size });
     }
     Ok(access)
@@ -91,22 +93,26 @@ pub fn store_value(access: &DataAccess, registers: &[u64; 31]) -> u64 {
 /// bits 63:32). `None` for XZR: the value is discarded.
 #[inline]
 pub fn load_result(access: &DataAccess, raw: u64) -> Option<u64> {
-    if access.register == 31 {
-        return None;
-    }
-    let bits = u32::from(access.size) * 8;
-    let value = raw & size_mask(access.size);
-    let extended = if access.sign_extend && bits < 64 {
-        let shift = 64 - bits;
-        (((value << shift) as i64) >> shift) as u64
+    (access.register != 31).then(|| loaded_value(access, raw))
+}
+
+/// [`load_result`] for a register known not to be XZR.
+#[inline]
+pub fn loaded_value(access: &DataAccess, raw: u64) -> u64 {
+    // The bits above the access: shifted out and back in, with the sign (`SSE`)
+    // or with zeros.
+    let above = 64u32.saturating_sub(u32::from(access.size) * 8);
+    let top = raw << above;
+    let extended = if access.sign_extend {
+        ((top as i64) >> above) as u64
     } else {
-        value
+        top >> above
     };
-    Some(if access.sixty_four {
+    if access.sixty_four {
         extended
     } else {
         extended & 0xffff_ffff
-    })
+    }
 }
 
 const fn size_mask(size: u8) -> u64 {

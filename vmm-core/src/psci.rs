@@ -91,6 +91,11 @@ pub trait Partition {
 /// Handles the call in `x0..x3` from a vCPU of `partition`. Unknown functions (any
 /// other SMCCC call too) return `NOT_SUPPORTED`, as SMCCC requires (DEN 0028,
 /// 5.2 "Unknown Function Identifier").
+///
+/// Always inlined: a plain match, so the calls that only return a value (such as
+/// `PSCI_VERSION`) cost the caller no call and no `Action` in memory; the calls
+/// that look at vCPUs are functions of their own.
+#[inline(always)]
 pub fn call(x: [u64; 4], partition: &impl Partition) -> Action {
     let function = x[0] as u32;
     match function {
@@ -120,6 +125,7 @@ fn features(function: u32) -> i64 {
 /// The affinity fields of an MPIDR as `CPU_ON` passes them (Aff3 in bits 39:32).
 const AFFINITY_MASK: u64 = 0xff_00ff_ffff;
 
+#[inline(never)]
 fn cpu_on(target: u64, entry: u64, context_id: u64, partition: &impl Partition) -> Action {
     let Some(vcpu) = partition.vcpu_by_mpidr(target & AFFINITY_MASK) else {
         return Action::Return(INVALID_PARAMETERS);
@@ -135,6 +141,7 @@ fn cpu_on(target: u64, entry: u64, context_id: u64, partition: &impl Partition) 
     }
 }
 
+#[inline(never)]
 fn affinity_info(target: u64, level: u64, partition: &impl Partition) -> Action {
     // Only level 0 (one CPU) is meaningful for a partition's vCPUs.
     if level != 0 {

@@ -1,12 +1,21 @@
 //! Running EL1 code in a partition: the world switch into a guest and back out, the
 //! `HCR_EL2` a guest runs under, and access to a partition's RAM from EL2.
 //!
-//! [`run`] saves the hypervisor's callee-saved registers on the EL2 stack, loads the
-//! guest's general registers, `ELR_EL2` and `SPSR_EL2` from a [`GuestContext`] and
-//! `eret`s. Every exception from a lower EL comes back through the vectors to
-//! `__transom_guest_exit`, which stores the guest's registers and the syndrome
-//! registers into the same context and returns from [`run`] with the vector that was
-//! taken.
+//! [`run`] saves the hypervisor's callee-saved registers on the EL2 stack once, then
+//! loops in assembly: it loads the guest's general registers, `ELR_EL2` and
+//! `SPSR_EL2` from a [`GuestContext`] and `eret`s; every exception from a lower EL
+//! comes back through the vectors to `__transom_guest_exit`, which stores the
+//! guest's registers and `ESR_EL2` into the same context and calls the exit handler
+//! directly, as a C function, on the same stack. The handler's own prologue keeps
+//! the callee-saved registers it uses, so the world switch does not save the
+//! hypervisor's again on every exit. When the handler says so, the loop ends and
+//! [`run`] returns.
+//!
+//! `FAR_EL2` and `HPFAR_EL2` are not copied on every exit: only aborts need them,
+//! and they hold the values of the exit being handled until the next exception to
+//! EL2, which cannot come while a handler runs (EL2 runs with every interrupt
+//! masked and takes no synchronous exception it returns from), so [`exit_far`] and
+//! [`exit_fault_ipa`] read them when asked.
 //!
 //! The guest's FP/SIMD registers (q0..q31, `FPSR`, `FPCR`) are not switched at all:
 //! the hypervisor is built for `aarch64-unknown-none-softfloat`, so no EL2 code
@@ -20,6 +29,7 @@
 
 use core::arch::{asm, global_asm};
 use core::mem::{offset_of, size_of};
+use core::ops::ControlFlow;
 
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{HCR_EL2, SCTLR_EL1, VTTBR_EL2, Writeable};
@@ -40,20 +50,34 @@ pub struct GuestContext {
     pub spsr: u64,
     /// `ESR_EL2` of the last exit.
     pub esr: u64,
-    /// `FAR_EL2` of the last exit.
-    pub far: u64,
-    /// `HPFAR_EL2` of the last exit.
-    pub hpfar: u64,
 }
 
-impl GuestContext {
-    /// The IPA of the last stage-2 abort: `HPFAR_EL2.FIPA` (bits 47:4, IPA bits
-    /// 51:12, Arm ARM D24.2.69) with the page offset from `FAR_EL2`. Only meaningful
-    /// after a stage-2 abort (not one on a stage-1 walk).
-    pub fn fault_ipa(&self) -> u64 {
-        const FIPA_MASK: u64 = 0x0000_0fff_ffff_fff0;
-        ((self.hpfar & FIPA_MASK) << 8) | (self.far & 0xfff)
-    }
+/// `FAR_EL2` of the exit being handled (see the module documentation for why it
+/// still holds it): the faulting virtual address of an abort.
+pub fn exit_far() -> u64 {
+    let far: u64;
+    // SAFETY: reads a syndrome register; no memory is touched.
+    unsafe { asm!("mrs {}, far_el2", out(reg) far, options(nomem, nostack, preserves_flags)) };
+    far
+}
+
+/// The IPA of the stage-2 abort being handled: `HPFAR_EL2.FIPA` (bits 47:4, IPA
+/// bits 51:12, Arm ARM D24.2.69) with the page offset from `FAR_EL2`. Only
+/// meaningful while a stage-2 abort (not one on a stage-1 walk) is handled.
+pub fn exit_fault_ipa() -> u64 {
+    const FIPA_MASK: u64 = 0x0000_0fff_ffff_fff0;
+    let (hpfar, far): (u64, u64);
+    // SAFETY: reads two syndrome registers; no memory is touched.
+    unsafe {
+        asm!(
+            "mrs {hpfar}, hpfar_el2",
+            "mrs {far}, far_el2",
+            hpfar = out(reg) hpfar,
+            far = out(reg) far,
+            options(nomem, nostack, preserves_flags)
+        )
+    };
+    ((hpfar & FIPA_MASK) << 8) | (far & 0xfff)
 }
 
 /// `SPSR_EL2` that enters EL1 using SP_EL1 (`M` = 0b0101, EL1h) with D, A, I and F
@@ -64,17 +88,19 @@ pub const SPSR_EL1H_MASKED: u64 = 0x3c5;
 /// 29 in Armv8.0, Arm ARM D24.2.158), as Linux's `INIT_SCTLR_EL1_MMU_OFF`.
 const SCTLR_EL1_MMU_OFF: u64 = 0x30d0_0800;
 
-/// Bytes of hypervisor state [`run`] keeps on the EL2 stack: x18..x30 and the
-/// context pointer (soft-float code has no callee-saved FP/SIMD registers).
-const HOST_FRAME: usize = 14 * 8;
+/// Bytes of hypervisor state [`run`] keeps on the EL2 stack while the guest runs:
+/// x18..x30 (soft-float code has no callee-saved FP/SIMD registers), then the
+/// context pointer, the exit handler and its data.
+const HOST_FRAME: usize = 16 * 8;
 /// Where the context pointer lies in that frame.
 const HOST_FRAME_CONTEXT: usize = 13 * 8;
+/// Where the exit handler lies in that frame, its data right after it.
+const HOST_FRAME_HANDLER: usize = 14 * 8;
 
 const _: () = assert!(HOST_FRAME.is_multiple_of(16));
 const _: () = assert!(offset_of!(GuestContext, elr) == 31 * 8);
 const _: () = assert!(offset_of!(GuestContext, spsr) == offset_of!(GuestContext, elr) + 8);
-const _: () = assert!(offset_of!(GuestContext, far) == offset_of!(GuestContext, esr) + 8);
-const _: () = assert!(size_of::<GuestContext>() == 36 * 8);
+const _: () = assert!(size_of::<GuestContext>() == 34 * 8);
 
 /// Puts this CPU in the state a partition's EL1 code runs in: stage 2 on
 /// (`HCR_EL2.VM`) with the tables and VMID of `vttbr`, EL1 in AArch64, physical
@@ -141,7 +167,7 @@ pub fn inject(context: &mut GuestContext, injection: &transom_vmm_core::inject::
             "msr spsr_el1, {spsr}",
             "mrs {vbar}, vbar_el1",
             esr = in(reg) injection.esr,
-            far = in(reg) context.far,
+            far = in(reg) exit_far(),
             elr = in(reg) context.elr,
             spsr = in(reg) injection.spsr_el1,
             vbar = out(reg) vbar,
@@ -160,6 +186,7 @@ pub fn inject(context: &mut GuestContext, injection: &transom_vmm_core::inject::
 ///
 /// For another size; callers check the size and alignment against the trap
 /// window (or the register's width) first.
+#[inline]
 pub fn mmio_read(address: u64, size: u8) -> u64 {
     let value: u64;
     // SAFETY: `address` lies in a trapped window the board table grants to the
@@ -180,6 +207,7 @@ pub fn mmio_read(address: u64, size: u8) -> u64 {
 
 /// Writes the low `size` bytes (1, 2, 4 or 8) of `value` to device address
 /// `address` (as for [`mmio_read`]) with exactly one store of that width.
+#[inline]
 pub fn mmio_write(address: u64, size: u8, value: u64) {
     // SAFETY: as in `mmio_read`: a device address of a trapped window or a GIC
     // frame, mapped at EL2 as device memory, written once with the asked width.
@@ -200,20 +228,67 @@ pub fn leave_partition() {
     barrier::isb(barrier::SY);
 }
 
-/// Runs the guest described by `context` until it exits, and returns the vector the
-/// exit came through. The CPU must be set up by [`enter_partition`].
-pub fn run(context: &mut GuestContext) -> VectorKind {
+/// Runs the guest described by `context`, calling `on_exit` with the vector of each
+/// exit (the context then holds the guest's registers and `ESR_EL2`), until it
+/// returns [`ControlFlow::Break`]. The CPU must be set up by [`enter_partition`].
+pub fn run<F>(context: &mut GuestContext, mut on_exit: F)
+where
+    F: FnMut(&mut GuestContext, VectorKind) -> ControlFlow<()>,
+{
+    /// The exit handler the world switch calls: nonzero ends the loop.
+    ///
+    /// # Safety
+    ///
+    /// `context` and `on_exit` are the pointers [`run`] gave
+    /// `__transom_guest_run` (`on_exit` to an `F`), valid and used by nothing else
+    /// while it runs; `kind` is a [`VectorKind`] discriminant (the lower-EL vectors
+    /// pass only the constants 4 to 7).
+    unsafe extern "C" fn exit<F>(
+        context: *mut GuestContext,
+        kind: VectorKind,
+        on_exit: *mut (),
+    ) -> u64
+    where
+        F: FnMut(&mut GuestContext, VectorKind) -> ControlFlow<()>,
+    {
+        // SAFETY: by this function's contract, both point to live objects of `run`'s
+        // frame (`on_exit` to an `F`) that nothing else uses while the guest loop runs.
+        let (context, on_exit) = unsafe { (&mut *context, &mut *on_exit.cast::<F>()) };
+        match on_exit(context, kind) {
+            ControlFlow::Continue(()) => 0,
+            ControlFlow::Break(()) => 1,
+        }
+    }
+
     unsafe extern "C" {
-        fn __transom_guest_run(context: *mut GuestContext) -> u64;
+        fn __transom_guest_run(
+            context: *mut GuestContext,
+            handler: unsafe extern "C" fn(*mut GuestContext, VectorKind, *mut ()) -> u64,
+            data: *mut (),
+        );
     }
     // SAFETY: `__transom_guest_run` follows the C ABI: it saves x18..x30 on the
     // stack, restores them and SP before returning, and writes only `*context`,
-    // which the exclusive borrow makes ours. The guest runs at EL1 under the stage 2
+    // which the exclusive borrow makes ours; it calls `exit::<F>` only with the
+    // pointers given here, which stay valid (borrowed for the call) and are used by
+    // nothing else meanwhile, and with a vector kind the lower-EL vectors set (4 to
+    // 7, `VectorKind::LowerSync` to `LowerSError`), as `exit` requires, with SP
+    // 16-byte aligned below its frame. The guest runs at EL1 under the stage 2
     // `enter_partition` installed, so it can reach only its partition's memory and
-    // cannot touch the EL2 stack or image. The hypervisor is soft-float, so the
-    // FP/SIMD registers the guest changes hold no state of its Rust code.
-    let raw = unsafe { __transom_guest_run(context) };
-    VectorKind::from_raw(raw)
+    // cannot touch the EL2 stack or image. The hypervisor is soft-float, so the FP/SIMD registers
+    // the guest changes hold no state of its Rust code.
+    unsafe { __transom_guest_run(context, exit::<F>, (&raw mut on_exit).cast()) };
+}
+
+/// Runs the guest described by `context` until its next exit, and returns the
+/// vector the exit came through (for code that steps a guest exit by exit).
+pub fn run_to_exit(context: &mut GuestContext) -> VectorKind {
+    let mut taken = VectorKind::Unused;
+    run(context, |_, kind| {
+        taken = kind;
+        ControlFlow::Break(())
+    });
+    taken
 }
 
 /// Copies `bytes` to physical address `address` inside `ram` and makes them visible
@@ -301,6 +376,8 @@ pub fn guest_instruction(banks: &[PhysRange], pc: u64) -> Option<u32> {
 global_asm!(
     r#"
     .section .text, "ax"
+// x0: the context, x1: the exit handler, x2: the handler's data. The frame keeps
+// the context pointer, so each entry reloads it from there.
     .global __transom_guest_run
 __transom_guest_run:
     sub     sp, sp, #{host_frame}
@@ -311,26 +388,8 @@ __transom_guest_run:
     stp     x26, x27, [sp, #64]
     stp     x28, x29, [sp, #80]
     stp     x30, x0, [sp, #96]
-    ldp     x1, x2, [x0, #{elr}]
-    msr     elr_el2, x1
-    msr     spsr_el2, x2
-    ldp     x2, x3, [x0, #16]
-    ldp     x4, x5, [x0, #32]
-    ldp     x6, x7, [x0, #48]
-    ldp     x8, x9, [x0, #64]
-    ldp     x10, x11, [x0, #80]
-    ldp     x12, x13, [x0, #96]
-    ldp     x14, x15, [x0, #112]
-    ldp     x16, x17, [x0, #128]
-    ldp     x18, x19, [x0, #144]
-    ldp     x20, x21, [x0, #160]
-    ldp     x22, x23, [x0, #176]
-    ldp     x24, x25, [x0, #192]
-    ldp     x26, x27, [x0, #208]
-    ldp     x28, x29, [x0, #224]
-    ldr     x30, [x0, #240]
-    ldp     x0, x1, [x0, #0]
-    eret
+    stp     x1, x2, [sp, #{host_handler}]
+    b       __transom_guest_enter
 
 // Entered from a lower-EL vector with the guest's x0 and x1 pushed on the EL2
 // stack (just below the frame `__transom_guest_run` left) and the vector kind in x1.
@@ -358,11 +417,36 @@ __transom_guest_exit:
     mrs     x3, spsr_el2
     stp     x2, x3, [x0, #{elr}]
     mrs     x2, esr_el2
-    mrs     x3, far_el2
-    stp     x2, x3, [x0, #{esr}]
-    mrs     x2, hpfar_el2
-    str     x2, [x0, #{hpfar}]
-    mov     x0, x1
+    str     x2, [x0, #{esr}]
+// handler(context, kind, data), on the stack below the frame; nonzero: leave.
+    ldp     x3, x2, [sp, #{host_handler}]
+    blr     x3
+    cbnz    x0, __transom_guest_leave
+
+__transom_guest_enter:
+    ldr     x0, [sp, #{host_context}]
+    ldp     x1, x2, [x0, #{elr}]
+    msr     elr_el2, x1
+    msr     spsr_el2, x2
+    ldp     x2, x3, [x0, #16]
+    ldp     x4, x5, [x0, #32]
+    ldp     x6, x7, [x0, #48]
+    ldp     x8, x9, [x0, #64]
+    ldp     x10, x11, [x0, #80]
+    ldp     x12, x13, [x0, #96]
+    ldp     x14, x15, [x0, #112]
+    ldp     x16, x17, [x0, #128]
+    ldp     x18, x19, [x0, #144]
+    ldp     x20, x21, [x0, #160]
+    ldp     x22, x23, [x0, #176]
+    ldp     x24, x25, [x0, #192]
+    ldp     x26, x27, [x0, #208]
+    ldp     x28, x29, [x0, #224]
+    ldr     x30, [x0, #240]
+    ldp     x0, x1, [x0, #0]
+    eret
+
+__transom_guest_leave:
     ldp     x18, x19, [sp, #0]
     ldp     x20, x21, [sp, #16]
     ldp     x22, x23, [sp, #32]
@@ -375,7 +459,7 @@ __transom_guest_exit:
 "#,
     host_frame = const HOST_FRAME,
     host_context = const HOST_FRAME_CONTEXT,
+    host_handler = const HOST_FRAME_HANDLER,
     elr = const offset_of!(GuestContext, elr),
     esr = const offset_of!(GuestContext, esr),
-    hpfar = const offset_of!(GuestContext, hpfar),
 );
