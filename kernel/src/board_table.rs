@@ -2,9 +2,23 @@
 //! for itself, the log of every partition's grants, and the cross-check of the table
 //! against the firmware's device tree.
 
-use transom_boards::{Board, Granule, Mapping, Partition, PhysRange, Region};
+use transom_boards::{Board, DeviceKind, Granule, Mapping, Partition, PhysRange, Region};
 use transom_vmm_core::firmware_tree::{FirmwareTree, Ranges};
 use transom_vmm_core::verdict::Verdict;
+
+/// The range of the board's first device of `kind` that the firmware's tree says
+/// this machine has (a GICv3's redistributors are absent on a GICv2 `virt`).
+pub fn present_frame(
+    board: &Board,
+    tree: &FirmwareTree<'_>,
+    kind: DeviceKind,
+) -> Option<PhysRange> {
+    board
+        .devices
+        .iter()
+        .find(|region| region.kind == kind && tree.decodes(region.base).unwrap_or(false))
+        .map(|region| region.range())
+}
 
 /// The EL2 stage-1 tables use 4 KiB pages, whatever the board's stage-2 granule.
 const EL2_GRANULE: Granule = Granule::Size4KiB;

@@ -99,13 +99,7 @@ pub fn primary_main<B: Board>(device_tree: usize, console: &'static ConsoleCell<
 /// online. Without one, guests get no interrupts.
 fn init_gic(board: &transom_boards::Board, tree: &FirmwareTree<'_>) {
     use transom_boards::DeviceKind;
-    let frame = |kind: DeviceKind| {
-        board
-            .devices
-            .iter()
-            .find(|region| region.kind == kind && tree.decodes(region.base).unwrap_or(false))
-            .map(|region| region.range())
-    };
+    let frame = |kind: DeviceKind| crate::board_table::present_frame(board, tree, kind);
     let Some(distributor) = frame(DeviceKind::GicDistributor) else {
         defmt::info!("no GIC distributor: guests get no interrupts");
         return;

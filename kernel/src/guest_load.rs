@@ -233,13 +233,7 @@ fn virtual_gic(
 /// The GIC as a guest sees it: v3 where the machine has redistributors, else v2
 /// with the virtual CPU interface where the guest expects its GICC.
 fn guest_gic(board: &Board, tree: &FirmwareTree<'_>) -> Option<GuestGic> {
-    let frame = |kind: DeviceKind| {
-        board
-            .devices
-            .iter()
-            .find(|region| region.kind == kind && tree.decodes(region.base).unwrap_or(false))
-            .map(|region| region.range())
-    };
+    let frame = |kind: DeviceKind| crate::board_table::present_frame(board, tree, kind);
     let distributor = frame(DeviceKind::GicDistributor)?;
     if let Some(redistributors) = frame(DeviceKind::GicRedistributor) {
         return Some(GuestGic::V3 {

@@ -80,8 +80,8 @@ pub fn set_passthrough_uart(base: u64, intid: u32) {
     PASSTHROUGH_INTID.store(intid, Ordering::SeqCst);
 }
 
-/// The synchronous exception vector (current EL, SP_ELx).
-pub extern "C" fn sync_exception() {
+/// `ESR_EL1`, `FAR_EL1` and `ELR_EL1` of the exception being taken.
+fn exception_registers() -> (u64, u64, u64) {
     let (esr, far, elr): (u64, u64, u64);
     // SAFETY: reads this vCPU's EL1 exception registers.
     unsafe {
@@ -95,6 +95,12 @@ pub extern "C" fn sync_exception() {
             options(nomem, nostack),
         );
     }
+    (esr, far, elr)
+}
+
+/// The synchronous exception vector (current EL, SP_ELx).
+pub extern "C" fn sync_exception() {
+    let (esr, far, elr) = exception_registers();
     let abort = Abort { esr, far };
     if !EXPECTING.load(Ordering::SeqCst) || abort.class() != EC_DATA_ABORT_SAME_EL {
         stop_on("unexpected synchronous exception", esr, far, elr);
@@ -127,19 +133,7 @@ pub extern "C" fn irq_exception() {
 
 /// Any other vector.
 pub extern "C" fn unexpected_exception() {
-    let (esr, far, elr): (u64, u64, u64);
-    // SAFETY: reads this vCPU's EL1 exception registers.
-    unsafe {
-        asm!(
-            "mrs {esr}, esr_el1",
-            "mrs {far}, far_el1",
-            "mrs {elr}, elr_el1",
-            esr = out(reg) esr,
-            far = out(reg) far,
-            elr = out(reg) elr,
-            options(nomem, nostack),
-        );
-    }
+    let (esr, far, elr) = exception_registers();
     stop_on("unexpected exception", esr, far, elr);
 }
 

@@ -118,13 +118,27 @@ pub fn init(distributor: PhysRange, redistributors: PhysRange) {
     let base = distributor.start;
     write32(base + GICD_CTLR, 0);
     wait_for_rwp(base);
+    reset_spis(base, Some(u32::MAX));
+    write32(base + GICD_CTLR, CTLR_ARE | CTLR_ENABLE_GRP1);
+    wait_for_rwp(base);
+    REDISTRIBUTOR_REGION.store(redistributors.start, Ordering::Release);
+    REDISTRIBUTOR_REGION_END.store(redistributors.end, Ordering::Release);
+    DISTRIBUTOR.store(base, Ordering::Release);
+}
+
+/// Disables every SPI of the distributor at `base`, clears its pending and active
+/// state and gives it [`PRIORITY`]; `group`, if given, is written to its
+/// `GICD_IGROUPR`s (a GICv2 keeps the groups the firmware set).
+fn reset_spis(base: u64, group: Option<u32>) {
     let lines = lines_of(read32(base + GICD_TYPER));
     for word in 1..lines / 32 {
         let offset = u64::from(word) * 4;
         write32(base + GICD_ICENABLER + offset, u32::MAX);
         write32(base + GICD_ICPENDR + offset, u32::MAX);
         write32(base + GICD_ICACTIVER + offset, u32::MAX);
-        write32(base + GICD_IGROUPR + offset, u32::MAX);
+        if let Some(group) = group {
+            write32(base + GICD_IGROUPR + offset, group);
+        }
     }
     for word in 8..lines / 4 {
         write32(
@@ -132,11 +146,25 @@ pub fn init(distributor: PhysRange, redistributors: PhysRange) {
             u32::from_ne_bytes([PRIORITY; 4]),
         );
     }
-    write32(base + GICD_CTLR, CTLR_ARE | CTLR_ENABLE_GRP1);
-    wait_for_rwp(base);
-    REDISTRIBUTOR_REGION.store(redistributors.start, Ordering::Release);
-    REDISTRIBUTOR_REGION_END.store(redistributors.end, Ordering::Release);
-    DISTRIBUTOR.store(base, Ordering::Release);
+}
+
+/// The same for this CPU's SGIs and PPIs in `block` (a GICv3 redistributor's SGI
+/// frame, or a GICv2's banked distributor, which share the register layout), then
+/// enables the kick SGI and the maintenance interrupt.
+fn reset_private_lines(block: u64, group: Option<u32>) {
+    write32(block + GICD_ICENABLER, u32::MAX);
+    write32(block + GICD_ICPENDR, u32::MAX);
+    write32(block + GICD_ICACTIVER, u32::MAX);
+    if let Some(group) = group {
+        write32(block + GICD_IGROUPR, group);
+    }
+    for word in 0..8 {
+        write32(
+            block + GICD_IPRIORITYR + word * 4,
+            u32::from_ne_bytes([PRIORITY; 4]),
+        );
+    }
+    write32(block + GICD_ISENABLER, 1 << KICK_SGI | 1 << MAINTENANCE_PPI);
 }
 
 /// INTIDs the distributor implements: 32 * (ITLinesNumber + 1), at most 1020.
@@ -177,18 +205,7 @@ pub fn init_cpu(cpu: usize, affinity: u64) -> bool {
     while read32(rd + GICR_WAKER) & WAKER_CHILDREN_ASLEEP != 0 {
         core::hint::spin_loop();
     }
-    let sgi = rd + GICR_SGI;
-    write32(sgi + GICD_ICENABLER, u32::MAX);
-    write32(sgi + GICD_ICPENDR, u32::MAX);
-    write32(sgi + GICD_ICACTIVER, u32::MAX);
-    write32(sgi + GICD_IGROUPR, u32::MAX);
-    for word in 0..8 {
-        write32(
-            sgi + GICD_IPRIORITYR + word * 4,
-            u32::from_ne_bytes([PRIORITY; 4]),
-        );
-    }
-    write32(sgi + GICD_ISENABLER, 1 << KICK_SGI | 1 << MAINTENANCE_PPI);
+    reset_private_lines(rd + GICR_SGI, Some(u32::MAX));
     // ICC_SRE_EL2: SRE (bit 0) and Enable (bit 3: EL1 may use its own ICC_SRE_EL1);
     // ICC_CTLR_EL1.EOImode (bit 1); all priorities unmasked; group 1 on.
     // SAFETY: these system registers configure this CPU's GIC CPU interface only;

@@ -18,10 +18,7 @@ use aarch64_cpu::asm::barrier;
 use transom_boards::PhysRange;
 
 use super::super::entry::MAX_CPUS;
-use super::{
-    DISTRIBUTOR, GICD_CTLR, GICD_ICACTIVER, GICD_ICENABLER, GICD_ICPENDR, GICD_IPRIORITYR,
-    GICD_ISENABLER, GICD_TYPER, KICK_SGI, MAINTENANCE_PPI, PRIORITY, lines_of, read32, write32,
-};
+use super::{DISTRIBUTOR, GICD_CTLR, KICK_SGI, read32, reset_private_lines, reset_spis, write32};
 use crate::arch::guest::{mmio_read, mmio_write};
 
 /// Distributor registers only a GICv2 has (IHI 0048B.b table 4-1).
@@ -61,19 +58,7 @@ static TARGET_MASKS: [AtomicU8; MAX_CPUS] = [const { AtomicU8::new(0) }; MAX_CPU
 pub fn init(distributor: PhysRange, cpu_interface: PhysRange, hypervisor_interface: PhysRange) {
     let base = distributor.start;
     write32(base + GICD_CTLR, 0);
-    let lines = lines_of(read32(base + GICD_TYPER));
-    for word in 1..lines / 32 {
-        let offset = u64::from(word) * 4;
-        write32(base + GICD_ICENABLER + offset, u32::MAX);
-        write32(base + GICD_ICPENDR + offset, u32::MAX);
-        write32(base + GICD_ICACTIVER + offset, u32::MAX);
-    }
-    for word in 8..lines / 4 {
-        write32(
-            base + GICD_IPRIORITYR + u64::from(word) * 4,
-            u32::from_ne_bytes([PRIORITY; 4]),
-        );
-    }
+    reset_spis(base, None);
     write32(base + GICD_CTLR, CTLR_ENABLE);
     CPU_INTERFACE.store(cpu_interface.start, Ordering::Release);
     HYPERVISOR_INTERFACE.store(hypervisor_interface.start, Ordering::Release);
@@ -94,16 +79,7 @@ pub fn init_cpu(cpu: usize) -> bool {
         mask => mask,
     };
     TARGET_MASKS[cpu].store(mask, Ordering::Release);
-    write32(base + GICD_ICENABLER, u32::MAX);
-    write32(base + GICD_ICPENDR, u32::MAX);
-    write32(base + GICD_ICACTIVER, u32::MAX);
-    for word in 0..8 {
-        write32(
-            base + GICD_IPRIORITYR + word * 4,
-            u32::from_ne_bytes([PRIORITY; 4]),
-        );
-    }
-    write32(base + GICD_ISENABLER, 1 << KICK_SGI | 1 << MAINTENANCE_PPI);
+    reset_private_lines(base, None);
     let gicc = CPU_INTERFACE.load(Ordering::Acquire);
     write32(gicc + GICC_PMR, 0xff);
     write32(gicc + GICC_CTLR, GICC_CTLR_ENABLE | GICC_CTLR_EOIMODE);
