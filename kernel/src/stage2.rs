@@ -14,6 +14,11 @@ use transom_vmm_core::verdict::Verdict;
 
 use crate::arch::stage2::{self, PartitionTlb};
 
+/// Tables each partition's stage 2 may use besides its root: RAM in blocks needs
+/// one or two, and each device window one more at most. An arena this size holds
+/// 128 KiB with the 4 KiB granule, 2 MiB with the 64 KiB one.
+pub const TABLES_PER_PARTITION: usize = 32;
+
 /// One partition's translation, as its vCPUs use it.
 pub struct PartitionStage2 {
     /// The partition's name, from the table.
@@ -58,6 +63,9 @@ impl PartitionStage2 {
 /// table's granule and this CPU's physical address size, and logs each partition.
 /// Fails, after logging why, if the CPU cannot use the granule, RAM overlaps a
 /// reserved range or the tables cannot be built.
+///
+/// Each partition's tables come from an arena of [`TABLES_PER_PARTITION`] tables
+/// besides the root.
 pub fn build_partition_spaces(
     board: &Board,
     tree: &FirmwareTree<'_>,
@@ -81,7 +89,8 @@ pub fn build_partition_spaces(
     let reserved = reserved_ranges(board, tree);
     let mut partitions = Vec::with_capacity(board.partitions.len());
     for (index, partition) in board.partitions.iter().enumerate() {
-        let Ok(tables) = Stage2Tables::new(layout, HeapTables::new()) else {
+        let memory = HeapTables::new(&layout, TABLES_PER_PARTITION);
+        let Some(Ok(tables)) = memory.map(|memory| Stage2Tables::new(layout, memory)) else {
             defmt::error!("stage 2 of {=str}: out of memory", partition.name);
             return Err(Verdict::TestFailure);
         };

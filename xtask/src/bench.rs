@@ -61,8 +61,11 @@ fn map_guest(granule: Granule, bytes: u64) -> Result<(u64, u64, Duration)> {
     let mut pages = 0;
     for _ in 0..RUNS {
         let start = Instant::now();
-        let mut tables = Stage2Tables::new(layout, HeapTables::new())
-            .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+        // A table per 2 MiB mapped, more than the blocks need.
+        let memory = HeapTables::new(&layout, (bytes / (2 << 20)) as usize + 16)
+            .context("reserving the table arena")?;
+        let mut tables =
+            Stage2Tables::new(layout, memory).map_err(|error| anyhow::anyhow!("{error:?}"))?;
         let ram = PhysRange::new(RAM_BASE, bytes);
         tables
             .map(ram, ram.start, Leaf::RAM, &mut NoTlb)

@@ -159,12 +159,23 @@ impl Descriptor {
 
     /// A leaf at `level` (a page at level 3, a block above) mapping `output`.
     pub const fn leaf(level: u32, output: u64, leaf: &Leaf) -> Descriptor {
+        Descriptor::leaf_template(level, leaf).at(output)
+    }
+
+    /// A leaf at `level` with `leaf`'s attributes and output address 0: mapping a
+    /// range writes many leaves that differ only in their address.
+    pub const fn leaf_template(level: u32, leaf: &Leaf) -> Descriptor {
         let kind = if level == super::layout::LEAF_LEVEL {
             TABLE_OR_PAGE
         } else {
             BLOCK
         };
-        Descriptor(output & ADDRESS_MASK | leaf.bits() | kind)
+        Descriptor(leaf.bits() | kind)
+    }
+
+    /// This template with output address `output`.
+    pub const fn at(self, output: u64) -> Descriptor {
+        Descriptor(output & ADDRESS_MASK | self.0)
     }
 
     /// Whether the entry is valid.

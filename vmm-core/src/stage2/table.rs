@@ -6,7 +6,6 @@
 //! 4 KiB granule (`PAGE_SHIFT = 12` in its `paging.rs`); Transom's boards may choose
 //! 16 KiB or 64 KiB, so this module is its own.
 
-use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use transom_boards::PhysRange;
@@ -19,7 +18,7 @@ pub trait TableMemory {
     /// A zeroed block of `bytes` (a table, or concatenated root tables) aligned to
     /// `bytes`; its physical address, or `None` when out of memory.
     fn allocate(&mut self, bytes: u64) -> Option<u64>;
-    /// Gives back the block at `address`.
+    /// Gives back the block at `address`: a table, never the root.
     fn free(&mut self, address: u64);
     /// Entry `index` of the table at `address`.
     fn read(&self, address: u64, index: usize) -> u64;
@@ -314,6 +313,10 @@ impl<M: TableMemory> Stage2Tables<M> {
     ) -> Result<(), Stage2Error> {
         let geometry = self.layout.geometry;
         let size = geometry.entry_size(level);
+        // What every entry of this call shares, worked out once: a range of RAM
+        // writes hundreds of entries.
+        let leaf_here = level == LEAF_LEVEL || geometry.block_allowed(level);
+        let template = Descriptor::leaf_template(level, &request.leaf);
         let mut ipa = range.start;
         while ipa < range.end {
             let entry_start = ipa & !(size - 1);
@@ -321,10 +324,9 @@ impl<M: TableMemory> Stage2Tables<M> {
             let index = self.index(level, ipa);
             let output = request.output_of(ipa);
             let covers_entry = ipa == entry_start && chunk_end == entry_start + size;
-            let leaf_here = level == LEAF_LEVEL || geometry.block_allowed(level);
             let current = Descriptor(self.memory.read(table, index));
             if covers_entry && leaf_here && output.is_multiple_of(size) {
-                let new = Descriptor::leaf(level, output, &request.leaf);
+                let new = template.at(output);
                 if current == new {
                     ipa = chunk_end;
                     continue;
@@ -456,67 +458,109 @@ impl<M: TableMemory> Stage2Tables<M> {
     }
 }
 
-/// Tables on the heap. Each block is a `Vec<u64>` with room to start at an
-/// address aligned to its size (a table must be aligned to its size, concatenated
-/// root tables to their total size); its address is the physical address because
-/// the hypervisor's heap is identity-mapped. Safe code throughout: no raw
-/// allocation.
-#[derive(Default)]
+/// Tables on the heap, in one arena reserved up front. Its address is the physical
+/// address because the hypervisor's heap is identity-mapped, and a table's entries
+/// are found from its address with one subtraction: the stage-2 builder reads and
+/// writes entries one at a time, so a lookup per access (a map from address to
+/// block) costs more than the walk itself. Each table is zeroed when it is handed
+/// out, not when the arena is reserved. Safe code throughout: no raw allocation.
 pub struct HeapTables {
-    blocks: BTreeMap<u64, HeapBlock>,
-}
-
-struct HeapBlock {
-    storage: Vec<u64>,
+    /// The arena. Its capacity never changes, so its address never does; its length
+    /// grows as tables are handed out.
+    words: Vec<u64>,
+    /// The address of `words[first]`, aligned to the root tables' size.
+    base: u64,
+    /// Padding words in front of the aligned part.
     first: usize,
+    /// One past the last word the arena may hand out.
+    limit: usize,
+    /// Entries of one (non-root) table.
+    table_words: usize,
+    /// Word offsets, from `first`, of freed tables.
+    free: Vec<usize>,
+    live: usize,
 }
 
 impl HeapTables {
-    /// No tables yet.
-    pub fn new() -> Self {
-        HeapTables::default()
+    /// An arena for the root tables of `layout` and `tables` more tables; `None` if
+    /// the heap has no room for it.
+    pub fn new(layout: &Stage2Layout, tables: usize) -> Option<Self> {
+        let root_words = usize::try_from(layout.root_bytes() / 8).ok()?;
+        let table_words = layout.geometry.entries();
+        let aligned_words = root_words.checked_add(tables.checked_mul(table_words)?)?;
+        // Room to move the start up to a multiple of the root's size.
+        let capacity = aligned_words.checked_add(root_words)?;
+        let mut words = Vec::new();
+        words.try_reserve_exact(capacity).ok()?;
+        let start = words.as_ptr() as u64;
+        let base = start.checked_next_multiple_of(layout.root_bytes())?;
+        let first = usize::try_from((base - start) / 8).ok()?;
+        words.resize(first, 0);
+        Some(HeapTables {
+            words,
+            base,
+            first,
+            limit: first + aligned_words,
+            table_words,
+            free: Vec::new(),
+            live: 0,
+        })
     }
 
     /// Blocks allocated and not freed.
     pub fn live_blocks(&self) -> usize {
-        self.blocks.len()
+        self.live
     }
 
-    fn block(&self, address: u64) -> &HeapBlock {
-        self.blocks
-            .get(&address)
-            .expect("descriptors only point at tables this allocator made")
+    fn word(&self, address: u64, index: usize) -> usize {
+        let offset = usize::try_from(address.wrapping_sub(self.base) / 8).unwrap_or(usize::MAX);
+        self.first.saturating_add(offset).saturating_add(index)
     }
 }
 
 impl TableMemory for HeapTables {
     fn allocate(&mut self, bytes: u64) -> Option<u64> {
-        let entries = usize::try_from(bytes / 8).ok()?;
-        let mut storage = Vec::new();
-        storage.try_reserve_exact(entries * 2).ok()?;
-        storage.resize(entries * 2, 0u64);
-        let base = storage.as_ptr() as u64;
-        let aligned = base.checked_next_multiple_of(bytes)?;
-        let first = usize::try_from((aligned - base) / 8).ok()?;
-        self.blocks.insert(aligned, HeapBlock { storage, first });
-        Some(aligned)
+        let words = usize::try_from(bytes / 8).ok()?;
+        let reused = if words == self.table_words {
+            self.free.pop()
+        } else {
+            None
+        };
+        let offset = match reused {
+            Some(offset) => {
+                self.words[self.first + offset..][..words].fill(0);
+                offset
+            }
+            None => {
+                // Every block is a multiple of a table and at most the root's size,
+                // and `base` is aligned to the root's size: an offset that is a
+                // multiple of the block's words is aligned to its size.
+                let offset = (self.words.len() - self.first).next_multiple_of(words);
+                let end = self.first.checked_add(offset)?.checked_add(words)?;
+                if end > self.limit {
+                    return None;
+                }
+                self.words.resize(end, 0);
+                offset
+            }
+        };
+        self.live += 1;
+        Some(self.base + offset as u64 * 8)
     }
 
     fn free(&mut self, address: u64) {
-        self.blocks.remove(&address);
+        let offset = self.word(address, 0) - self.first;
+        self.free.push(offset);
+        self.live -= 1;
     }
 
     fn read(&self, address: u64, index: usize) -> u64 {
-        let block = self.block(address);
-        block.storage[block.first + index]
+        self.words[self.word(address, index)]
     }
 
     fn write(&mut self, address: u64, index: usize, value: u64) {
-        let block = self
-            .blocks
-            .get_mut(&address)
-            .expect("descriptors only point at tables this allocator made");
-        block.storage[block.first + index] = value;
+        let word = self.word(address, index);
+        self.words[word] = value;
     }
 }
 

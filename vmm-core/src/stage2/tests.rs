@@ -92,11 +92,11 @@ impl TlbMaintenance for FakeTlb {
 
 fn recording(granule: Granule, ipa_bits: u32) -> (Stage2Tables<Recording>, FakeTlb, Log) {
     let log: Log = Rc::default();
+    let layout = Stage2Layout::with_ipa_bits(granule, ipa_bits);
     let memory = Recording {
-        inner: HeapTables::new(),
+        inner: HeapTables::new(&layout, 64).expect("memory for the arena"),
         log: log.clone(),
     };
-    let layout = Stage2Layout::with_ipa_bits(granule, ipa_bits);
     let tables = Stage2Tables::new(layout, memory).expect("memory for the root");
     (tables, FakeTlb { log: log.clone() }, log)
 }
@@ -481,4 +481,33 @@ fn permissions_of_a_read_only_leaf_walk_back() {
         .expect("maps");
     let translation = tables.translate(range.start).expect("mapped");
     assert!(translation.leaf.permissions.read && !translation.leaf.permissions.write);
+}
+
+/// The arena hands out blocks aligned to their size (VMSAv8-64 D8.2: a table is
+/// aligned to its size, concatenated root tables to their total size), zeroes a
+/// freed table before handing it out again, and says so when it is full.
+#[test]
+fn the_table_arena_aligns_reuses_zeroed_and_fills_up() {
+    for granule in [Granule::Size4KiB, Granule::Size16KiB, Granule::Size64KiB] {
+        // 40-bit IPA with 4 KiB tables: two concatenated root tables.
+        let layout = Stage2Layout::with_ipa_bits(granule, 40);
+        let mut arena = HeapTables::new(&layout, 2).expect("room for the arena");
+        let root = arena.allocate(layout.root_bytes()).expect("the root");
+        assert!(root.is_multiple_of(layout.root_bytes()), "{granule:?}");
+        let table_bytes = layout.geometry.table_bytes();
+        let first = arena.allocate(table_bytes).expect("a table");
+        let second = arena.allocate(table_bytes).expect("a second table");
+        assert!(first.is_multiple_of(table_bytes) && second.is_multiple_of(table_bytes));
+        assert_eq!(
+            arena.allocate(table_bytes),
+            None,
+            "{granule:?}: two tables only"
+        );
+        arena.write(first, 3, 0xdead_0003);
+        arena.free(first);
+        assert_eq!(arena.live_blocks(), 2);
+        let again = arena.allocate(table_bytes).expect("the freed table");
+        assert_eq!(again, first);
+        assert_eq!(arena.read(again, 3), 0, "a reused table is zeroed");
+    }
 }

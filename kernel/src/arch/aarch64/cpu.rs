@@ -110,6 +110,14 @@ pub fn invalidate_dcache_to_poc(start: u64, len: u64) {
     barrier::dsb(barrier::SY);
 }
 
+/// The current stack pointer.
+pub fn stack_pointer() -> u64 {
+    let sp: u64;
+    // SAFETY: copying SP to a register has no side effects.
+    unsafe { asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags)) };
+    sp
+}
+
 /// Reads one 64-bit word at `address` with a single `ldr`, for the self-test that
 /// proves an unmapped access is caught by the vectors.
 pub fn probe_read(address: u64) -> u64 {

@@ -10,6 +10,7 @@ unsafe extern "C" {
     static __image_start: u8;
     static __rodata_start: u8;
     static __data_start: u8;
+    static __bss_end: u8;
     static __image_end: u8;
 }
 
@@ -20,8 +21,11 @@ pub struct ImageLayout {
     pub text: PhysRange,
     /// Constants: read-only.
     pub rodata: PhysRange,
-    /// Data, `.bss` and the CPU stacks: read-write.
+    /// Data, `.bss`, the CPU stacks and the boot table pool: read-write.
     pub data: PhysRange,
+    /// `.data` and `.bss` alone: the static variables the boot CPU writes with its
+    /// MMU and data cache off.
+    pub statics: PhysRange,
 }
 
 impl ImageLayout {
@@ -36,10 +40,11 @@ impl ImageLayout {
 
 /// The layout of the running image.
 pub fn image_layout() -> ImageLayout {
-    let (start, rodata, data, end) = (
+    let (start, rodata, data, bss_end, end) = (
         &raw const __image_start as u64,
         &raw const __rodata_start as u64,
         &raw const __data_start as u64,
+        &raw const __bss_end as u64,
         &raw const __image_end as u64,
     );
     ImageLayout {
@@ -49,6 +54,10 @@ pub fn image_layout() -> ImageLayout {
             end: data,
         },
         data: PhysRange { start: data, end },
+        statics: PhysRange {
+            start: data,
+            end: bss_end,
+        },
     }
 }
 

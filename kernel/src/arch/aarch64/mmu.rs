@@ -2,7 +2,8 @@
 //!
 //! Built with `aarch64-paging` (its `El2` regime) from a [`MemoryPlan`]. The tables
 //! are built with the MMU off, before any atomic read-modify-write may run, so they
-//! come from a fixed pool in `.bss` rather than the heap (which needs a lock).
+//! come from a fixed pool in the image (`.boot_tables`) rather than the heap (which
+//! needs a lock).
 //!
 //! | what                         | attributes                          |
 //! |------------------------------|-------------------------------------|
@@ -111,7 +112,10 @@ pub struct MmuRegisters {
 #[repr(C, align(4096))]
 struct PoolPage([u64; 512]);
 
-/// The table pool. Zeroed with `.bss`; handed out one page at a time, once.
+/// The table pool, handed out one page at a time, once. It is outside `.bss`, so
+/// the boot does not zero (and invalidate) 32 pages to use a handful: each page is
+/// zeroed when it is handed out.
+#[unsafe(link_section = ".boot_tables")]
 static mut POOL: [PoolPage; POOL_PAGES] = [const { PoolPage([0; 512]) }; POOL_PAGES];
 static POOL_CLAIMED: AtomicBool = AtomicBool::new(false);
 
@@ -132,9 +136,10 @@ impl BootPool {
         BootPool { next: 0 }
     }
 
-    fn range() -> PhysRange {
+    /// The first `pages` pages of the pool.
+    fn range(pages: usize) -> PhysRange {
         let start = (&raw const POOL) as u64;
-        PhysRange::new(start, size_of::<[PoolPage; POOL_PAGES]>() as u64)
+        PhysRange::new(start, (pages * size_of::<PoolPage>()) as u64)
     }
 }
 
@@ -148,9 +153,12 @@ impl Translation<El23Attributes> for BootPool {
         // the only `BootPool`, and `next` only grows, so each page is handed out once.
         let page = unsafe { (&raw mut POOL).cast::<PoolPage>().add(self.next) };
         self.next += 1;
+        // SAFETY: `page` is a page of POOL handed out to no one else (above), aligned
+        // for `PoolPage`; with the MMU off it is written straight to memory. A zero
+        // page is an empty table: every entry invalid.
+        unsafe { page.write_bytes(0, 1) };
         let table = NonNull::new(page.cast::<PageTable<El23Attributes>>())
             .expect("a static's address is not null");
-        // The page is zero (from `.bss`), which is an empty table: every entry invalid.
         (table, PhysicalAddress(page as usize))
     }
 
@@ -216,8 +224,13 @@ pub fn build(plan: &MemoryPlan<'_>) -> Result<El2Tables, MmuError> {
     for &device in plan.devices {
         map(&mut mapping, device, DEVICE)?;
     }
-    map(&mut mapping, plan.heap, READ_WRITE)?;
-    map(&mut mapping, plan.image.data, READ_WRITE)?;
+    // RAM is already read-write: mapping the heap or the data again inside it
+    // would only split its blocks into pages with the same attributes.
+    for range in [plan.heap, plan.image.data] {
+        if !plan.ram.iter().any(|ram| ram.covers(&range)) {
+            map(&mut mapping, range, READ_WRITE)?;
+        }
+    }
     map(&mut mapping, plan.image.rodata, READ_ONLY)?;
     map(&mut mapping, plan.image.text, TEXT)?;
 
@@ -262,10 +275,17 @@ fn tcr_value() -> u64 {
 /// stack and data use (its `MemoryPlan` included the image).
 pub fn enable(tables: El2Tables, image: &ImageLayout) -> MmuRegisters {
     let registers = tables.registers;
-    // Everything the boot CPU wrote so far went to memory with the cache off; drop
-    // any stale line the firmware may have left over the same addresses.
-    cpu::invalidate_dcache_to_poc(image.data.start, image.data.size());
-    let pool = BootPool::range();
+    // Drop any stale line the firmware may have left over memory the boot CPU wrote
+    // with its data cache off and still reads: the statics, the live part of its
+    // stack and the table pages in use. Nothing else holds data yet (the other
+    // stacks and the heap are first written with the MMU on).
+    cpu::invalidate_dcache_to_poc(image.statics.start, image.statics.size());
+    let stack = PhysRange {
+        start: cpu::stack_pointer(),
+        end: super::entry::stack_top(0),
+    };
+    cpu::invalidate_dcache_to_poc(stack.start, stack.size());
+    let pool = BootPool::range(tables.pages_used());
     cpu::invalidate_dcache_to_poc(pool.start, pool.size());
     // SAFETY: the tables identity-map the image (code, data, stacks) and the heap
     // with the attributes their use needs, so every access after `msr sctlr_el2`
