@@ -22,11 +22,11 @@ use transom_vmm_core::vpl011::VirtualPl011;
 use transom_vmm_core::width_probe::WidthProbe;
 use transom_vmm_core::{inject, inject::Injection};
 
-use crate::arch::guest::{self, GuestContext};
+use crate::arch::guest::{self, GuestContext, Next};
 use crate::arch::vectors::VectorKind;
 use crate::arch::{self, MAX_CPUS};
 use crate::stage2::PartitionStage2;
-use crate::vgic::PartitionGic;
+use crate::vgic::{PartitionGic, VcpuQueue};
 
 /// The most vCPUs a partition has.
 pub const MAX_VCPUS: usize = MAX_CPUS;
@@ -313,6 +313,10 @@ pub fn serve(cpu: usize) -> ! {
 enum Flow {
     /// Enter the guest again.
     Resume,
+    /// Enter the guest again; the handler wrote none of x19 to x29
+    /// ([`Next::EnterCalleeSavedIntact`]). Only the hot handlers, which know
+    /// which registers they wrote, say so.
+    ResumeCalleeSavedIntact,
     /// This vCPU is off.
     Off,
 }
@@ -327,6 +331,8 @@ struct Vcpu<'a> {
     index: usize,
     /// Its trapped-access counters.
     counts: &'a AccessCounts,
+    /// What its partition's virtual GIC queues for it.
+    queue: VcpuQueue<'a>,
 }
 
 fn run(assignment: Assignment) {
@@ -339,6 +345,11 @@ fn run(assignment: Assignment) {
         partition_index: assignment.partition,
         index: assignment.vcpu,
         counts: &partition.counts[assignment.vcpu],
+        queue: partition
+            .gic
+            .as_ref()
+            .and_then(|gic| gic.queue(assignment.vcpu))
+            .unwrap_or_else(VcpuQueue::without_gic),
     };
     let mut context = GuestContext {
         elr: assignment.entry,
@@ -365,16 +376,21 @@ fn run(assignment: Assignment) {
 }
 
 /// Handles one exit and prepares the next entry, or ends the vCPU's loop.
-fn handle_exit(vcpu: &Vcpu, kind: VectorKind, context: &mut GuestContext) -> ControlFlow<()> {
-    match dispatch(vcpu, kind, context) {
-        Flow::Resume => before_entry(vcpu),
-        Flow::Off => ControlFlow::Break(()),
+fn handle_exit(vcpu: &Vcpu, kind: VectorKind, context: &mut GuestContext) -> Next {
+    let next = match dispatch(vcpu, kind, context) {
+        Flow::Resume => Next::Enter,
+        Flow::ResumeCalleeSavedIntact => Next::EnterCalleeSavedIntact,
+        Flow::Off => return Next::Leave,
+    };
+    match before_entry(vcpu) {
+        ControlFlow::Continue(()) => next,
+        ControlFlow::Break(()) => Next::Leave,
     }
 }
 
 /// What precedes every entry into the guest: the loop ends if the partition has
 /// stopped; otherwise the virtual interrupts queued for the vCPU go into its list
-/// registers.
+/// registers. It writes no guest register.
 #[inline]
 fn before_entry(vcpu: &Vcpu) -> ControlFlow<()> {
     let partition = vcpu.partition;
@@ -382,9 +398,7 @@ fn before_entry(vcpu: &Vcpu) -> ControlFlow<()> {
     if partition.stopped.load(Ordering::Relaxed) {
         return ControlFlow::Break(());
     }
-    if let Some(gic) = &partition.gic {
-        gic.flush(vcpu.index);
-    }
+    vcpu.queue.flush();
     ControlFlow::Continue(())
 }
 
@@ -394,17 +408,28 @@ fn dispatch(vcpu: &Vcpu, kind: VectorKind, context: &mut GuestContext) -> Flow {
     match kind {
         VectorKind::LowerSync => {
             let esr = Esr(context.esr);
+            // The two frequent exits are tested here; the rest go through a second
+            // dispatcher out of line, so the compiler cannot fold all classes into
+            // one compare chain that tests data aborts last.
             match esr.class() {
                 ExceptionClass::DataAbortLower => data_abort(vcpu, esr, context),
                 ExceptionClass::Hvc64 => hypercall(vcpu, context),
-                ExceptionClass::Smc64 => secure_monitor_call(vcpu, context),
-                ExceptionClass::WfiWfe => wait_for_interrupt(context),
-                ExceptionClass::SysReg => system_register(vcpu, context),
-                _ => unhandled(vcpu, kind, context),
+                _ => other_synchronous(vcpu, esr, context),
             }
         }
         VectorKind::LowerIrq => interrupt(vcpu),
         _ => unhandled(vcpu, kind, context),
+    }
+}
+
+/// The less frequent synchronous exits.
+#[inline(never)]
+fn other_synchronous(vcpu: &Vcpu, esr: Esr, context: &mut GuestContext) -> Flow {
+    match esr.class() {
+        ExceptionClass::Smc64 => secure_monitor_call(vcpu, context),
+        ExceptionClass::WfiWfe => wait_for_interrupt(context),
+        ExceptionClass::SysReg => system_register(vcpu, context),
+        _ => unhandled(vcpu, VectorKind::LowerSync, context),
     }
 }
 
@@ -434,18 +459,28 @@ fn data_access(esr: Esr) -> Option<DataAccess> {
 #[inline]
 fn forward(vcpu: &Vcpu, ipa: u64, access: DataAccess, context: &mut GuestContext) -> Flow {
     count(&vcpu.counts.forwarded);
+    context.elr += 4;
     if access.write {
         let value = mmio::store_value(&access, &context.x);
         guest::mmio_write(ipa, access.size, value);
-    } else {
-        let raw = guest::mmio_read(ipa, access.size);
-        // Register 31 is XZR here: the value is dropped.
-        if let Some(register) = context.x.get_mut(usize::from(access.register)) {
-            *register = mmio::loaded_value(&access, raw);
-        }
+        return Flow::ResumeCalleeSavedIntact;
     }
-    context.elr += 4;
-    Flow::Resume
+    let raw = guest::mmio_read(ipa, access.size);
+    let value = mmio::zero_extended_load_value(&access, raw);
+    let register = usize::from(access.register);
+    match context.x.get_mut(register) {
+        // x19 to x30: the full reload puts the value in the register.
+        Some(slot) if register >= 19 => {
+            *slot = value;
+            Flow::Resume
+        }
+        Some(slot) => {
+            *slot = value;
+            Flow::ResumeCalleeSavedIntact
+        }
+        // Register 31 is XZR here: the value is dropped.
+        None => Flow::ResumeCalleeSavedIntact,
+    }
 }
 
 /// An abort outside every trapped window: the virtual PL011, the virtual GIC, the
@@ -665,7 +700,7 @@ fn power_call(vcpu: &Vcpu, context: &mut GuestContext) -> Flow {
     match psci::call(x, vcpu.partition) {
         Action::Return(value) => {
             context.x[0] = value as u64;
-            Flow::Resume
+            Flow::ResumeCalleeSavedIntact
         }
         action => power_state_change(vcpu, action, context),
     }

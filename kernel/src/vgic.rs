@@ -42,6 +42,41 @@ const WORDS: usize = 16;
 const HCR_EN: u64 = 1 << 0;
 const HCR_UIE: u64 = 1 << 1;
 
+/// One vCPU's side of its partition's virtual GIC: what is queued for it. A
+/// partition without a virtual GIC has a queue where nothing is ever queued, so the
+/// check before every entry is the same load either way.
+pub struct VcpuQueue<'a> {
+    queued: &'a AtomicBool,
+    gic: Option<(&'a PartitionGic, usize)>,
+}
+
+/// The flag of every queue without a virtual GIC: never set.
+static NOTHING_QUEUED: AtomicBool = AtomicBool::new(false);
+
+impl VcpuQueue<'_> {
+    /// The queue of a vCPU whose partition has no virtual GIC.
+    pub fn without_gic() -> VcpuQueue<'static> {
+        VcpuQueue {
+            queued: &NOTHING_QUEUED,
+            gic: None,
+        }
+    }
+
+    /// Moves the vCPU's pending interrupts into this CPU's free list registers, and
+    /// asks for the underflow maintenance interrupt if some did not fit.
+    #[inline]
+    pub fn flush(&self) {
+        // Called before every entry: a plain load first keeps the common case (nothing
+        // queued) free of an exclusive read-modify-write, and of a call.
+        if self.queued.load(Ordering::Acquire)
+            && self.queued.swap(false, Ordering::AcqRel)
+            && let Some((gic, vcpu)) = self.gic
+        {
+            gic.flush_queued(vcpu);
+        }
+    }
+}
+
 /// `ICH_LR<n>_EL2` fields used when a queued interrupt is already in a register.
 const LR_HW: u64 = 1 << 61;
 const LR_STATE_PENDING: u64 = 1 << 62;
@@ -192,21 +227,17 @@ impl PartitionGic {
         }
     }
 
-    /// Moves vCPU `vcpu`'s pending interrupts into this CPU's free list registers,
-    /// and asks for the underflow maintenance interrupt if some did not fit.
-    #[inline]
-    pub fn flush(&self, vcpu: usize) {
-        // Called before every entry: a plain load first keeps the common case (nothing
-        // queued) free of an exclusive read-modify-write, and of a call.
-        let Some(queued) = self.queued.get(vcpu) else {
-            return;
-        };
-        if queued.load(Ordering::Acquire) && queued.swap(false, Ordering::AcqRel) {
-            self.flush_queued(vcpu);
-        }
+    /// vCPU `vcpu`'s queue, looked up once for the vCPU's whole run: it is flushed
+    /// before every entry. `None` past the vCPUs the GIC has room for.
+    pub fn queue(&self, vcpu: usize) -> Option<VcpuQueue<'_>> {
+        let queued = self.queued.get(vcpu)?;
+        Some(VcpuQueue {
+            queued,
+            gic: Some((self, vcpu)),
+        })
     }
 
-    /// The part of [`Self::flush`] that runs when something was queued.
+    /// The part of [`VcpuQueue::flush`] that runs when something was queued.
     #[inline(never)]
     fn flush_queued(&self, vcpu: usize) {
         let state = self.state.lock();

@@ -337,9 +337,8 @@ fn test_guests_on_gicv3() {
     check(GicVersion::V3, "test-guests-v3");
 }
 
-/// Both partitions at once with a GICv2: the same checks. Until Transom has a
-/// virtual GICv2, the guests' first distributor write (GICD_CTLR at 0x0800_0000)
-/// is refused with an abort and they stop there.
+/// Both partitions at once with a GICv2 (the distributor emulated, each guest's
+/// CPU interface on the GICV frame): the same checks.
 #[test]
 fn test_guests_on_gicv2() {
     check(GicVersion::V2, "test-guests-v2");

@@ -115,6 +115,19 @@ pub fn loaded_value(access: &DataAccess, raw: u64) -> u64 {
     }
 }
 
+/// [`loaded_value`] for `raw` as a load of exactly the access's size returns it,
+/// zero-extended (`LDRB`, `LDRH` and a 32-bit `LDR` clear the bits above, Arm ARM
+/// C6.2): only a sign-extending load has anything left to do. The forwarding path
+/// reads devices that way.
+#[inline]
+pub fn zero_extended_load_value(access: &DataAccess, raw: u64) -> u64 {
+    if access.sign_extend {
+        loaded_value(access, raw)
+    } else {
+        raw
+    }
+}
+
 const fn size_mask(size: u8) -> u64 {
     if size >= 8 {
         u64::MAX
@@ -250,6 +263,16 @@ mod tests {
         };
         assert_eq!(load_result(&doubleword, u64::MAX), Some(u64::MAX));
         assert_eq!(load_result(&load(4, 31), 0x1234), None);
+        // A zero-extended raw value needs work only when the load sign-extends.
+        for access in [load(1, 2), halfword, word, doubleword] {
+            for raw in [0x7f, 0x80, 0x7fff, 0x8000, 0x8000_0000, u64::MAX] {
+                let raw = raw & size_mask(access.size);
+                assert_eq!(
+                    zero_extended_load_value(&access, raw),
+                    loaded_value(&access, raw)
+                );
+            }
+        }
         // Bytes above the access size never leak into the register.
         assert_eq!(load_result(&load(1, 0), 0xabcd), Some(0xcd));
     }

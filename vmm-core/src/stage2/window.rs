@@ -174,13 +174,16 @@ impl<M: TableMemory> PartitionSpace<M> {
 
     /// The trapped window whose exact bytes hold `ipa`, if any. An IPA in a trapped
     /// page but outside every window of it gets `None`: the access is refused.
-    /// Called on every trapped access: a binary search of the sorted windows.
+    /// Called on every trapped access.
     #[inline]
     pub fn trapped_window(&self, ipa: u64) -> Option<&TrapWindow> {
-        let after = self.trapped.partition_point(|trap| trap.range.end <= ipa);
+        // A partition has a handful of trapped windows: a scan of the sorted list
+        // that stops at the first window ending above `ipa` costs fewer
+        // instructions than a binary search for so few.
         self.trapped
-            .get(after)
-            .filter(|trap| trap.range.contains(ipa))
+            .iter()
+            .find(|trap| ipa < trap.range.end)
+            .filter(|trap| trap.range.start <= ipa)
     }
 
     /// Whether `ipa` lies in a page of some trapped window.
