@@ -15,9 +15,10 @@ use transom_vmm_core::verdict::Verdict;
 use crate::arch::stage2::{self, PartitionTlb};
 
 /// Tables each partition's stage 2 may use besides its root: RAM in blocks needs
-/// one or two, and each device window one more at most. An arena this size holds
-/// 128 KiB with the 4 KiB granule, 2 MiB with the 64 KiB one.
-pub const TABLES_PER_PARTITION: usize = 32;
+/// one or two, and each device window one more at most (the demo partitions use
+/// four). An arena this size holds 64 KiB with the 4 KiB granule, 1 MiB with the
+/// 64 KiB one, which the Pi's 8 MiB heap affords for each of its partitions.
+pub const TABLES_PER_PARTITION: usize = 16;
 
 /// One partition's translation, as its vCPUs use it.
 pub struct PartitionStage2 {
