@@ -1,21 +1,30 @@
 //! What the hypervisor reads from the firmware's device tree: RAM, `/chosen`, CPUs,
-//! PSCI.
+//! PSCI, reserved memory, and which addresses the tree's devices decode.
 //!
-//! Parsed with the `fdt` crate's 0.2 line: 0.1.5 loses every node after an `FDT_NOP`
-//! token, and libfdt edits (QEMU adding `/chosen/bootargs` or rewriting `/memory`,
-//! the Pi firmware patching its tree) leave such tokens behind. Everything is kept in
-//! fixed-capacity lists, because the kernel reads the tree before its heap exists;
-//! only what the nodes decode, which the kernel asks for once its heap is up, is
-//! collected on the heap.
+//! Read with Transom's own reader of the flattened format (`dtb`), not the `fdt`
+//! crate: the crate's node API walks the structure block again for every path and
+//! every property looked up, which cost some 760,000 instructions of the boot on
+//! QEMU `virt`'s 7.5 KiB tree. The boot needs everything before its heap exists, so
+//! [`FirmwareTree::parse`] checks the header and walks the structure block once,
+//! keeping what it finds in fixed-capacity lists; only what the nodes decode, which
+//! the kernel asks for once its heap is up, is collected on the heap, by a second
+//! walk. `FDT_NOP` tokens, which libfdt edits (QEMU adding `/chosen/bootargs` or
+//! rewriting `/memory`, the Pi firmware patching its tree) leave behind, are
+//! skipped. A blob that breaks the format (truncated, an unknown token, an offset or
+//! a length past its block, nodes nested too deep) is [`TreeError::Malformed`],
+//! never a panic or a hang.
 
-use alloc::vec::Vec;
+mod decoded;
+mod dtb;
+mod properties;
+
 use core::cell::OnceCell;
 
-use fdt::Fdt;
-use fdt::nodes::Node;
-use fdt::parsing::NoPanic;
-use fdt::parsing::unaligned::UnalignedParser;
 use transom_boards::PhysRange;
+
+use decoded::Decoded;
+use dtb::{Dtb, Property, Visitor};
+use properties::{Cells, Name, NameCache, Properties, reg_entries};
 
 /// The most RAM ranges recorded.
 pub const MAX_RANGES: usize = 8;
@@ -27,8 +36,6 @@ pub type Ranges = heapless::Vec<PhysRange, MAX_RANGES>;
 /// CPUs.
 pub type Cpus = heapless::Vec<TreeCpu, MAX_TREE_CPUS>;
 
-type TreeNode<'a> = Node<'a, (UnalignedParser<'a>, NoPanic)>;
-
 /// Why the firmware's device tree cannot be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TreeError {
@@ -37,7 +44,8 @@ pub enum TreeError {
         /// The address.
         address: usize,
     },
-    /// The blob's structure does not parse.
+    /// The blob does not follow the flattened devicetree format, or a property the
+    /// hypervisor reads has a value it cannot hold.
     Malformed,
     /// No `memory` node with a `reg`.
     NoMemory,
@@ -48,12 +56,6 @@ pub enum TreeError {
         /// What there are too many of.
         what: &'static str,
     },
-}
-
-impl From<fdt::FdtError> for TreeError {
-    fn from(_: fdt::FdtError) -> Self {
-        TreeError::Malformed
-    }
 }
 
 /// One CPU as the tree describes it.
@@ -69,170 +71,65 @@ pub struct TreeCpu {
 
 /// The firmware's tree.
 pub struct FirmwareTree<'a> {
-    fdt: Fdt<'a, (UnalignedParser<'a>, NoPanic)>,
-    bytes: &'a [u8],
+    dtb: Dtb<'a>,
     /// Where the blob lies.
     pub blob: PhysRange,
-    /// `/chosen`, looked up once: the boot reads its properties several times, and
-    /// each path lookup walks the tree.
-    chosen: Result<Option<TreeNode<'a>>, TreeError>,
+    /// What [`FirmwareTree::parse`] read.
+    facts: Facts<'a>,
     /// What the tree's nodes decode, collected by the first [`FirmwareTree::decodes`].
-    decoded: OnceCell<Result<Vec<PhysRange>, TreeError>>,
+    decoded: OnceCell<Result<Decoded, TreeError>>,
 }
 
 impl<'a> FirmwareTree<'a> {
-    /// Parses the blob `bytes` found at `address` (`None`: no valid header there).
+    /// Parses the blob `bytes` found at `address` (`None`: no valid header there):
+    /// checks its header and reads, in one walk of its structure block, everything
+    /// the other methods but [`FirmwareTree::decodes`] answer with. Allocates nothing.
     pub fn parse(address: usize, bytes: Option<&'a [u8]>) -> Result<FirmwareTree<'a>, TreeError> {
         let bytes = bytes.ok_or(TreeError::NoBlob { address })?;
-        let fdt = Fdt::new_unaligned_fallible(bytes)?;
-        let blob = PhysRange::new(address as u64, bytes.len() as u64);
-        let chosen = fdt.find_node("/chosen").map_err(TreeError::from);
+        let dtb = Dtb::new(bytes)?;
+        let mut walk = BootWalk::new(&dtb);
+        dtb.walk(&mut walk)?;
         Ok(FirmwareTree {
-            fdt,
-            bytes,
-            blob,
-            chosen,
+            dtb,
+            blob: PhysRange::new(address as u64, bytes.len() as u64),
+            facts: walk.finish(),
             decoded: OnceCell::new(),
         })
     }
 
-    fn node(&self, path: &str) -> Result<Option<TreeNode<'a>>, TreeError> {
-        Ok(self.fdt.find_node(path)?)
-    }
-
-    /// RAM ranges from every `memory` node under the root.
+    /// RAM ranges from every `memory` node under the root: a node whose
+    /// `device_type` is `"memory"` or whose name (before any `@`) is `memory`.
     pub fn memory(&self) -> Result<Ranges, TreeError> {
-        let mut ranges = Ranges::new();
-        let root = self.node("/")?.ok_or(TreeError::Malformed)?;
-        for node in root.children()?.iter() {
-            let node = node?;
-            if !is_memory_node(&node)? {
-                continue;
-            }
-            let Some(reg) = node.reg()? else { continue };
-            for entry in reg.iter::<u64, u64>() {
-                let entry = entry.map_err(|_| TreeError::Malformed)?;
-                if entry.len == 0 {
-                    continue;
-                }
-                let range = PhysRange::new(entry.address, entry.len);
-                ranges.push(range).map_err(|_| TreeError::TooMany {
-                    what: "memory ranges",
-                })?;
-            }
-        }
-        if ranges.is_empty() {
-            return Err(TreeError::NoMemory);
-        }
-        Ok(ranges)
+        self.facts.memory.clone()
     }
 
     /// `/chosen/bootargs`, empty if absent.
     pub fn bootargs(&self) -> Result<&'a str, TreeError> {
-        let Some(chosen) = self.chosen? else {
-            return Ok("");
-        };
-        Ok(string_property(&chosen, "bootargs")?.unwrap_or(""))
+        self.facts.bootargs
     }
 
-    /// The initrd from `/chosen/linux,initrd-start` and `linux,initrd-end`.
+    /// The initrd from `/chosen/linux,initrd-start` and `linux,initrd-end` (each
+    /// 32 or 64 bits).
     pub fn initrd(&self) -> Result<Option<PhysRange>, TreeError> {
-        let Some(chosen) = self.chosen? else {
-            return Ok(None);
-        };
-        let start = integer_property(&chosen, "linux,initrd-start")?;
-        let end = integer_property(&chosen, "linux,initrd-end")?;
-        match (start, end) {
-            (Some(start), Some(end)) if start < end => Ok(Some(PhysRange { start, end })),
-            _ => Ok(None),
-        }
+        self.facts.initrd
     }
 
     /// `/psci/method` (`"smc"` or `"hvc"`), if the tree has a PSCI node.
     pub fn psci_method(&self) -> Result<Option<&'a str>, TreeError> {
-        let Some(psci) = self.node("/psci")? else {
-            return Ok(None);
-        };
-        string_property(&psci, "method")
+        self.facts.psci_method
     }
 
-    /// The CPUs under `/cpus`, in tree order.
+    /// The CPUs under `/cpus`, in tree order: its children whose `device_type` is
+    /// `"cpu"` and that have a `reg`.
     pub fn cpus(&self) -> Result<Cpus, TreeError> {
-        let cpus_node = self.node("/cpus")?.ok_or(TreeError::NoCpus)?;
-        let mut cpus = Cpus::new();
-        for node in cpus_node.children()?.iter() {
-            let node = node?;
-            if string_property(&node, "device_type")? != Some("cpu") {
-                continue;
-            }
-            let Some(mpidr) = integer_property(&node, "reg")? else {
-                continue;
-            };
-            let cpu = TreeCpu {
-                mpidr,
-                release_address: integer_property(&node, "cpu-release-addr")?,
-                psci: string_property(&node, "enable-method")? == Some("psci"),
-            };
-            cpus.push(cpu)
-                .map_err(|_| TreeError::TooMany { what: "CPUs" })?;
-        }
-        if cpus.is_empty() {
-            return Err(TreeError::NoCpus);
-        }
-        Ok(cpus)
+        self.facts.cpus.clone()
     }
-}
 
-impl FirmwareTree<'_> {
     /// Reserved RAM: the `/memreserve/` entries of the blob's header and the `reg`
     /// of each `/reserved-memory` child (Devicetree Specification v0.4, 5.3 and
     /// 3.5).
     pub fn reserved_memory(&self) -> Result<Ranges, TreeError> {
-        let mut ranges = Ranges::new();
-        let mut push = |range: PhysRange| {
-            ranges.push(range).map_err(|_| TreeError::TooMany {
-                what: "reserved ranges",
-            })
-        };
-        for entry in self.memory_reservations() {
-            push(entry?)?;
-        }
-        let Some(reserved) = self.node("/reserved-memory")? else {
-            return Ok(ranges);
-        };
-        for child in reserved.children()?.iter() {
-            let Some(reg) = child?.reg()? else { continue };
-            for entry in reg.iter::<u64, u64>().flatten() {
-                if entry.len > 0 {
-                    push(PhysRange::new(entry.address, entry.len))?;
-                }
-            }
-        }
-        Ok(ranges)
-    }
-
-    /// The header's memory reservation block: big-endian (address, size) pairs up
-    /// to a (0, 0) entry.
-    fn memory_reservations(&self) -> impl Iterator<Item = Result<PhysRange, TreeError>> + '_ {
-        let offset = self.fdt.header().memory_reserve_map_offset as usize;
-        let block = self.bytes.get(offset..).unwrap_or_default();
-        block
-            .chunks(16)
-            .map(|entry| {
-                let address = entry.get(..8).and_then(|bytes| bytes.try_into().ok());
-                let size = entry.get(8..16).and_then(|bytes| bytes.try_into().ok());
-                match (address, size) {
-                    (Some(address), Some(size)) => {
-                        Ok((u64::from_be_bytes(address), u64::from_be_bytes(size)))
-                    }
-                    _ => Err(TreeError::Malformed),
-                }
-            })
-            .take_while(|entry| *entry != Ok((0, 0)))
-            .map(|entry| {
-                let (address, size) = entry?;
-                PhysRange::checked(address, size).ok_or(TreeError::Malformed)
-            })
+        self.facts.reserved.clone()
     }
 
     /// Whether some node decodes `address`: a `reg` entry holds it, or a window
@@ -248,136 +145,309 @@ impl FirmwareTree<'_> {
     /// heap: call it only once the heap exists); later calls only search that list,
     /// so checking each of a board's devices costs one walk, not one per device.
     pub fn decodes(&self, address: u64) -> Result<bool, TreeError> {
-        let decoded = self.decoded.get_or_init(|| self.decoded_ranges());
+        let decoded = self.decoded.get_or_init(|| Decoded::collect(&self.dtb));
         match decoded {
-            Ok(ranges) => Ok(ranges.iter().any(|range| range.contains(address))),
+            Ok(decoded) => Ok(decoded.contains(address)),
             Err(error) => Err(*error),
         }
     }
-
-    /// Every CPU physical range some node decodes, in one walk of the tree.
-    fn decoded_ranges(&self) -> Result<Vec<PhysRange>, TreeError> {
-        let root = self.node("/")?.ok_or(TreeError::Malformed)?;
-        let identity = BusTranslation::Identity;
-        let mut decoded = Vec::new();
-        decoded_below(&root, &[identity], 0, &mut decoded)?;
-        Ok(decoded)
-    }
 }
 
-/// How deep [`FirmwareTree::decodes`] looks; real trees nest buses 3 or 4 deep.
-const MAX_BUS_DEPTH: usize = 8;
-
-/// How one bus level maps its children's addresses to its own parent's.
-#[derive(Clone, Copy)]
-enum BusTranslation<'a> {
-    /// An empty `ranges`: the same addresses.
-    Identity,
-    /// A `ranges` list.
-    Windows(fdt::properties::ranges::Ranges<'a>),
+/// What [`FirmwareTree::parse`] reads. Each answer keeps the first error met while
+/// reading it, and then stops growing, as a lookup that returned it would have.
+struct Facts<'a> {
+    memory: Result<Ranges, TreeError>,
+    bootargs: Result<&'a str, TreeError>,
+    initrd: Result<Option<PhysRange>, TreeError>,
+    psci_method: Result<Option<&'a str>, TreeError>,
+    cpus: Result<Cpus, TreeError>,
+    reserved: Result<Ranges, TreeError>,
 }
 
-/// Translates `address` of a node's child up through `levels` (innermost last) to
-/// a CPU physical address.
-fn translate(levels: &[BusTranslation<'_>], address: u64) -> Option<u64> {
-    let mut address = address;
-    for level in levels.iter().rev() {
-        let BusTranslation::Windows(ranges) = level else {
-            continue;
+/// What a node the boot reads is, by where it lies.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum Role {
+    /// `/`.
+    Root,
+    /// A child of the root.
+    RootChild(RootChild),
+    /// A child of `/cpus`.
+    Cpu,
+    /// A child of `/reserved-memory`.
+    Reservation,
+    /// A node whose properties the boot does not read.
+    #[default]
+    Other,
+}
+
+/// The children of the root the boot looks for. Only the first node of each name
+/// but `memory` counts, as a lookup by path finds the first.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RootChild {
+    Chosen,
+    Psci,
+    Cpus,
+    ReservedMemory,
+    /// A node named `memory` (3.4).
+    NamedMemory,
+    /// Any other: still a `memory` node if its `device_type` says so.
+    Other,
+}
+
+impl RootChild {
+    /// What the root's child `name` is, by its node name (2.2.1: the part before the
+    /// `@`). Picks the candidate by the first byte, as most names match none.
+    fn of(name: &[u8]) -> RootChild {
+        let candidates: &[(&[u8], RootChild)] = match name.first() {
+            Some(b'c') => &[(b"chosen", RootChild::Chosen), (b"cpus", RootChild::Cpus)],
+            Some(b'm') => &[(b"memory", RootChild::NamedMemory)],
+            Some(b'p') => &[(b"psci", RootChild::Psci)],
+            Some(b'r') => &[(b"reserved-memory", RootChild::ReservedMemory)],
+            _ => return RootChild::Other,
         };
-        let window = ranges.iter::<u128, u64, u64>().flatten().find(|window| {
-            let child = window.child_bus_address;
-            child <= u128::from(address) && u128::from(address) < child + u128::from(window.len)
-        })?;
-        let offset = u128::from(address) - window.child_bus_address;
-        address = window.parent_bus_address.checked_add(offset as u64)?;
+        let is_named = |node_name: &[u8]| {
+            matches!(name.get(node_name.len()), None | Some(b'@')) && name.starts_with(node_name)
+        };
+        let found = candidates.iter().find(|(node_name, _)| is_named(node_name));
+        found.map_or(RootChild::Other, |(_, child)| *child)
     }
-    Some(address)
 }
 
-/// The range of `len` bytes at `start`, cut at the top of the address space.
-fn decoded_range(start: u64, len: u64) -> PhysRange {
-    PhysRange::new(start, len.min(u64::MAX - start))
+/// Which children of the root that only count once have been met.
+#[derive(Default)]
+struct Seen {
+    chosen: bool,
+    psci: bool,
+    cpus: bool,
+    reserved_memory: bool,
 }
 
-/// Adds to `decoded` what `node`'s children (and theirs, through buses) decode.
-fn decoded_below(
-    node: &TreeNode<'_>,
-    levels: &[BusTranslation<'_>],
-    depth: usize,
-    decoded: &mut Vec<PhysRange>,
+/// An open node of the boot's walk.
+#[derive(Clone, Copy, Default)]
+struct Node<'a> {
+    role: Role,
+    properties: Properties<'a>,
+}
+
+/// The walk of [`FirmwareTree::parse`].
+struct BootWalk<'a> {
+    /// The open nodes at depths 0 to 2; deeper nodes hold nothing the boot reads.
+    nodes: [Node<'a>; 3],
+    /// The children of the root met so far that only count once.
+    seen: Seen,
+    names: NameCache,
+    facts: Facts<'a>,
+}
+
+impl<'a> BootWalk<'a> {
+    /// A walk that starts from the header's memory reservations.
+    fn new(dtb: &Dtb<'a>) -> BootWalk<'a> {
+        let mut reserved = Ok(Ranges::new());
+        for entry in dtb.reservations() {
+            add_to(&mut reserved, |ranges| {
+                let (address, size) = entry?;
+                let range = PhysRange::checked(address, size).ok_or(TreeError::Malformed)?;
+                push_range(ranges, range, "reserved ranges")
+            });
+        }
+        BootWalk {
+            nodes: [Node::default(); 3],
+            seen: Seen::default(),
+            names: NameCache::new(),
+            facts: Facts {
+                memory: Ok(Ranges::new()),
+                bootargs: Ok(""),
+                initrd: Ok(None),
+                psci_method: Ok(None),
+                cpus: Ok(Cpus::new()),
+                reserved,
+            },
+        }
+    }
+
+    /// What the walk read: an empty RAM or CPU list is an error.
+    fn finish(self) -> Facts<'a> {
+        let mut facts = self.facts;
+        if facts.memory.as_ref().is_ok_and(|ranges| ranges.is_empty()) {
+            facts.memory = Err(TreeError::NoMemory);
+        }
+        if facts.cpus.as_ref().is_ok_and(|cpus| cpus.is_empty()) {
+            facts.cpus = Err(TreeError::NoCpus);
+        }
+        facts
+    }
+
+    /// `child` unless an earlier child of the root had its name.
+    fn first_of_its_name(&mut self, child: RootChild) -> RootChild {
+        let seen = match child {
+            RootChild::Chosen => &mut self.seen.chosen,
+            RootChild::Psci => &mut self.seen.psci,
+            RootChild::Cpus => &mut self.seen.cpus,
+            RootChild::ReservedMemory => &mut self.seen.reserved_memory,
+            RootChild::NamedMemory | RootChild::Other => return child,
+        };
+        if core::mem::replace(seen, true) {
+            RootChild::Other
+        } else {
+            child
+        }
+    }
+}
+
+impl<'a> Visitor<'a> for BootWalk<'a> {
+    fn begin_node(&mut self, depth: usize, name: &'a [u8]) -> Result<bool, TreeError> {
+        let role = match depth {
+            0 => Role::Root,
+            1 => Role::RootChild(self.first_of_its_name(RootChild::of(name))),
+            2 => match self.nodes[1].role {
+                Role::RootChild(RootChild::Cpus) => Role::Cpu,
+                Role::RootChild(RootChild::ReservedMemory) => Role::Reservation,
+                _ => Role::Other,
+            },
+            _ => return Ok(false),
+        };
+        let Some(node) = self.nodes.get_mut(depth) else {
+            return Ok(false);
+        };
+        node.role = role;
+        node.properties.clear();
+        Ok(role != Role::Other)
+    }
+
+    #[inline(always)]
+    fn property(&mut self, depth: usize, property: Property<'a>) -> Result<(), TreeError> {
+        if let Some(name) = self.names.name(&property)
+            && let Some(node) = self.nodes.get_mut(depth)
+        {
+            node.properties.record(name, property.value);
+        }
+        Ok(())
+    }
+
+    fn end_node(&mut self, depth: usize) -> Result<(), TreeError> {
+        let Some(node) = self.nodes.get(depth) else {
+            return Ok(());
+        };
+        let properties = &node.properties;
+        // The properties of the node's parent, whose cells code its `reg`.
+        let parent = depth
+            .checked_sub(1)
+            .and_then(|parent| self.nodes.get(parent))
+            .map(|parent| &parent.properties);
+        let facts = &mut self.facts;
+        match (node.role, parent) {
+            (Role::RootChild(child), Some(root)) => {
+                add_to(&mut facts.memory, |ranges| {
+                    add_memory(ranges, child, properties, root)
+                });
+                match child {
+                    RootChild::Chosen => facts.read_chosen(properties),
+                    RootChild::Psci => facts.psci_method = properties.string(Name::Method),
+                    _ => {}
+                }
+            }
+            (Role::Cpu, _) => add_to(&mut facts.cpus, |cpus| add_cpu(cpus, properties)),
+            (Role::Reservation, Some(reserved_memory)) => add_to(&mut facts.reserved, |ranges| {
+                add_reservation(ranges, properties, reserved_memory)
+            }),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl<'a> Facts<'a> {
+    /// Reads `/chosen` (3.6).
+    fn read_chosen(&mut self, chosen: &Properties<'a>) {
+        self.bootargs = chosen.string(Name::Bootargs).map(Option::unwrap_or_default);
+        self.initrd = initrd(chosen);
+    }
+}
+
+/// The initrd `/chosen` names with `linux,initrd-start` and `linux,initrd-end`
+/// (Linux's `chosen` binding), if the range holds a byte.
+fn initrd(chosen: &Properties<'_>) -> Result<Option<PhysRange>, TreeError> {
+    let start = chosen.integer(Name::InitrdStart)?;
+    let end = chosen.integer(Name::InitrdEnd)?;
+    match (start, end) {
+        (Some(start), Some(end)) if start < end => Ok(Some(PhysRange { start, end })),
+        _ => Ok(None),
+    }
+}
+
+/// Adds the RAM of the root's child `child`, if it is a `memory` node (3.4).
+fn add_memory(
+    ranges: &mut Ranges,
+    child: RootChild,
+    properties: &Properties<'_>,
+    root: &Properties<'_>,
 ) -> Result<(), TreeError> {
-    if depth >= MAX_BUS_DEPTH {
+    let device_type = properties.string(Name::DeviceType)?;
+    if device_type != Some("memory") && child != RootChild::NamedMemory {
         return Ok(());
     }
-    for child in node.children()?.iter() {
-        let child = child?;
-        if let Some(reg) = child.reg()? {
-            for entry in reg.iter::<u64, u64>().flatten() {
-                if let Some(start) = translate(levels, entry.address) {
-                    decoded.push(decoded_range(start, entry.len));
-                }
-            }
-        }
-        let Some(ranges) = child.raw_property("ranges")? else {
+    let Some(reg) = properties.get(Name::Reg) else {
+        return Ok(());
+    };
+    for entry in reg_entries(reg, Cells::of(root)?)? {
+        let (address, size) = entry.ok_or(TreeError::Malformed)?;
+        if size == 0 {
             continue;
-        };
-        let translation = if ranges.value.is_empty() {
-            BusTranslation::Identity
-        } else {
-            let Some(windows) = child.ranges()? else {
-                continue;
-            };
-            let is_device = child.reg()?.is_some() || child.children()?.iter().next().is_none();
-            let decoding_windows = windows.iter::<u128, u64, u64>().flatten();
-            for window in decoding_windows.filter(|_| is_device) {
-                if let Some(start) = translate(levels, window.parent_bus_address) {
-                    decoded.push(decoded_range(start, window.len));
-                }
-            }
-            BusTranslation::Windows(windows)
-        };
-        let mut inner: heapless::Vec<BusTranslation<'_>, MAX_BUS_DEPTH> = heapless::Vec::new();
-        inner
-            .extend_from_slice(levels)
-            .map_err(|_| TreeError::TooMany {
-                what: "nested buses",
-            })?;
-        inner.push(translation).map_err(|_| TreeError::TooMany {
-            what: "nested buses",
-        })?;
-        decoded_below(&child, &inner, depth + 1, decoded)?;
+        }
+        let range = PhysRange::checked(address, size).ok_or(TreeError::Malformed)?;
+        push_range(ranges, range, "memory ranges")?;
     }
     Ok(())
 }
 
-fn is_memory_node(node: &TreeNode<'_>) -> Result<bool, TreeError> {
-    if string_property(node, "device_type")? == Some("memory") {
-        return Ok(true);
+/// Adds the CPU a child of `/cpus` describes, if it is one (3.8).
+fn add_cpu(cpus: &mut Cpus, properties: &Properties<'_>) -> Result<(), TreeError> {
+    if properties.string(Name::DeviceType)? != Some("cpu") {
+        return Ok(());
     }
-    Ok(node.name()?.name == "memory")
+    let Some(mpidr) = properties.integer(Name::Reg)? else {
+        return Ok(());
+    };
+    let cpu = TreeCpu {
+        mpidr,
+        release_address: properties.integer(Name::CpuReleaseAddr)?,
+        psci: properties.string(Name::EnableMethod)? == Some("psci"),
+    };
+    cpus.push(cpu)
+        .map_err(|_| TreeError::TooMany { what: "CPUs" })
 }
 
-fn string_property<'a>(node: &TreeNode<'a>, name: &str) -> Result<Option<&'a str>, TreeError> {
-    let Some(property) = node.raw_property(name)? else {
-        return Ok(None);
+/// Adds the `reg` of a child of `/reserved-memory` (3.5.2), coded with the cells of
+/// `/reserved-memory`; entries that do not fit 64 bits are left out.
+fn add_reservation(
+    ranges: &mut Ranges,
+    properties: &Properties<'_>,
+    reserved_memory: &Properties<'_>,
+) -> Result<(), TreeError> {
+    let Some(reg) = properties.get(Name::Reg) else {
+        return Ok(());
     };
-    property
-        .as_value::<&str>()
-        .map(Some)
-        .map_err(|_| TreeError::Malformed)
+    for (address, size) in reg_entries(reg, Cells::of(reserved_memory)?)?.flatten() {
+        if size > 0 {
+            let range = PhysRange::checked(address, size).ok_or(TreeError::Malformed)?;
+            push_range(ranges, range, "reserved ranges")?;
+        }
+    }
+    Ok(())
 }
 
-/// A one- or two-cell integer property.
-fn integer_property(node: &TreeNode<'_>, name: &str) -> Result<Option<u64>, TreeError> {
-    let Some(property) = node.raw_property(name)? else {
-        return Ok(None);
-    };
-    property
-        .as_value::<u64>()
-        .or_else(|_| property.as_value::<u32>().map(u64::from))
-        .map(Some)
-        .map_err(|_| TreeError::Malformed)
+fn push_range(ranges: &mut Ranges, range: PhysRange, what: &'static str) -> Result<(), TreeError> {
+    ranges.push(range).map_err(|_| TreeError::TooMany { what })
+}
+
+/// Runs `add` on the list in `answer`, unless an error already stands there; an
+/// error it returns replaces the list.
+fn add_to<T>(answer: &mut Result<T, TreeError>, add: impl FnOnce(&mut T) -> Result<(), TreeError>) {
+    if let Ok(list) = answer
+        && let Err(error) = add(list)
+    {
+        *answer = Err(error);
+    }
 }
 
 #[cfg(test)]
