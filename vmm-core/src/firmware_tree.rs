@@ -670,4 +670,337 @@ mod tests {
         assert_eq!(tree.bootargs(), Ok(""));
         assert_eq!(tree.psci_method(), Ok(None));
     }
+
+    /// A piece of a structure block, for blobs `vm_fdt` cannot write (Devicetree
+    /// Specification v0.4, 5.4.1).
+    enum Piece<'a> {
+        /// `FDT_BEGIN_NODE` and the name, NUL-terminated and padded.
+        Begin(&'a str),
+        /// `FDT_PROP`, the value's length, its name's offset, the padded value.
+        Prop(&'a str, &'a [u8]),
+        /// `FDT_END_NODE`.
+        End,
+        /// `FDT_NOP`.
+        Nop,
+        /// `FDT_END`.
+        Finish,
+        /// Any big-endian word.
+        Word(u32),
+    }
+
+    /// A version-17 blob (5.2) with an empty memory reservation block and `pieces`
+    /// as its structure block; each property name is written to the strings block.
+    fn raw_blob(pieces: &[Piece<'_>]) -> Vec<u8> {
+        const HEADER: usize = 40;
+        const RESERVATIONS: usize = 16;
+        let mut structure = Vec::new();
+        let mut strings = Vec::new();
+        let word = |structure: &mut Vec<u8>, value: u32| {
+            structure.extend_from_slice(&value.to_be_bytes());
+        };
+        let padded = |structure: &mut Vec<u8>, bytes: &[u8]| {
+            structure.extend_from_slice(bytes);
+            structure.resize(structure.len().next_multiple_of(4), 0);
+        };
+        for piece in pieces {
+            match piece {
+                Piece::Begin(name) => {
+                    word(&mut structure, 1);
+                    padded(&mut structure, &[name.as_bytes(), b"\0"].concat());
+                }
+                Piece::Prop(name, value) => {
+                    word(&mut structure, 3);
+                    word(&mut structure, value.len() as u32);
+                    word(&mut structure, strings.len() as u32);
+                    strings.extend_from_slice(name.as_bytes());
+                    strings.push(0);
+                    padded(&mut structure, value);
+                }
+                Piece::End => word(&mut structure, 2),
+                Piece::Nop => word(&mut structure, 4),
+                Piece::Finish => word(&mut structure, 9),
+                Piece::Word(value) => word(&mut structure, *value),
+            }
+        }
+        let off_struct = HEADER + RESERVATIONS;
+        let off_strings = off_struct + structure.len();
+        let total = off_strings + strings.len();
+        let header = [
+            0xd00d_feed,
+            total,
+            off_struct,
+            off_strings,
+            HEADER,
+            17,
+            16,
+            0,
+            strings.len(),
+            structure.len(),
+        ];
+        let mut blob: Vec<u8> = header
+            .iter()
+            .flat_map(|&field| (field as u32).to_be_bytes())
+            .collect();
+        blob.resize(off_struct, 0);
+        blob.extend_from_slice(&structure);
+        blob.extend_from_slice(&strings);
+        blob
+    }
+
+    fn parse(blob: &[u8]) -> Result<FirmwareTree<'_>, TreeError> {
+        FirmwareTree::parse(0x4000_0000, Some(blob))
+    }
+
+    /// `reg = <0x40000000 0x10000000>` in two 2-cell numbers.
+    const MEMORY_REG: [u8; 16] = [0, 0, 0, 0, 0x40, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0];
+
+    /// 5.4.2: any number of `FDT_NOP` tokens may come before each node, each
+    /// property and each `FDT_END_NODE`; 5.4.1: they are ignored.
+    #[test]
+    fn nop_tokens_between_nodes_and_properties_are_ignored() {
+        let blob = raw_blob(&[
+            Piece::Nop,
+            Piece::Begin(""),
+            Piece::Nop,
+            Piece::Prop("#size-cells", &2u32.to_be_bytes()),
+            Piece::Nop,
+            Piece::Nop,
+            Piece::Begin("memory@40000000"),
+            Piece::Nop,
+            Piece::Prop("device_type", b"memory\0"),
+            Piece::Nop,
+            Piece::Prop("reg", &MEMORY_REG),
+            Piece::Nop,
+            Piece::End,
+            Piece::Nop,
+            Piece::Begin("chosen"),
+            Piece::Prop("bootargs", b"console=ttyAMA0\0"),
+            Piece::Nop,
+            Piece::End,
+            Piece::Nop,
+            Piece::End,
+            Piece::Nop,
+            Piece::Finish,
+        ]);
+        let tree = parse(&blob).expect("parses");
+        assert_eq!(
+            tree.memory().expect("memory").as_slice(),
+            [PhysRange::new(0x4000_0000, 0x1000_0000)]
+        );
+        assert_eq!(tree.bootargs(), Ok("console=ttyAMA0"));
+        assert_eq!(tree.decodes(0x4000_0000), Ok(true));
+    }
+
+    /// 5.2: `totalsize` covers every block, so a blob shorter than it is cut off;
+    /// 5.4.1: the structure block ends with `FDT_END`, so one that stops short of it
+    /// is too.
+    #[test]
+    fn a_truncated_blob_is_malformed() {
+        let blob = sample_tree();
+        assert_eq!(
+            parse(&blob[..blob.len() - 1]).err(),
+            Some(TreeError::Malformed)
+        );
+        assert_eq!(parse(&blob[..20]).err(), Some(TreeError::Malformed));
+        let no_end = raw_blob(&[Piece::Begin(""), Piece::Begin("chosen"), Piece::End]);
+        assert_eq!(parse(&no_end).err(), Some(TreeError::Malformed));
+        let unterminated_name = raw_blob(&[Piece::Word(1), Piece::Word(0x6162_6364)]);
+        assert_eq!(parse(&unterminated_name).err(), Some(TreeError::Malformed));
+    }
+
+    /// 5.4.1: a property's `len` bytes of value lie in the structure block, and its
+    /// `nameoff` points into the strings block (5.5), whose names end with a NUL.
+    #[test]
+    fn a_property_past_its_block_is_malformed() {
+        const FDT_PROP: u32 = 3;
+        let too_long = raw_blob(&[
+            Piece::Begin(""),
+            Piece::Prop("model", b"virt\0"),
+            Piece::Word(FDT_PROP),
+            Piece::Word(0x1000),
+            Piece::Word(0),
+            Piece::End,
+            Piece::Finish,
+        ]);
+        assert_eq!(parse(&too_long).err(), Some(TreeError::Malformed));
+        let name_past_strings = raw_blob(&[
+            Piece::Begin(""),
+            Piece::Prop("model", b"virt\0"),
+            Piece::Word(FDT_PROP),
+            Piece::Word(0),
+            Piece::Word(6),
+            Piece::End,
+            Piece::Finish,
+        ]);
+        assert_eq!(parse(&name_past_strings).err(), Some(TreeError::Malformed));
+        let mut unterminated_names = raw_blob(&[
+            Piece::Begin(""),
+            Piece::Prop("model", b"virt\0"),
+            Piece::End,
+            Piece::Finish,
+        ]);
+        let last = unterminated_names.len() - 1;
+        unterminated_names[last] = b'x';
+        assert_eq!(parse(&unterminated_names).err(), Some(TreeError::Malformed));
+    }
+
+    /// 5.4.1 defines five tokens; 5.4.2: one root node, each node's properties before
+    /// its children.
+    #[test]
+    fn an_unknown_token_or_a_misplaced_piece_is_malformed() {
+        let unknown = raw_blob(&[Piece::Begin(""), Piece::Word(5), Piece::End, Piece::Finish]);
+        assert_eq!(parse(&unknown).err(), Some(TreeError::Malformed));
+        let property_after_child = raw_blob(&[
+            Piece::Begin(""),
+            Piece::Begin("chosen"),
+            Piece::End,
+            Piece::Prop("model", b"virt\0"),
+            Piece::End,
+            Piece::Finish,
+        ]);
+        assert_eq!(
+            parse(&property_after_child).err(),
+            Some(TreeError::Malformed)
+        );
+        let two_roots = raw_blob(&[
+            Piece::Begin(""),
+            Piece::End,
+            Piece::Begin(""),
+            Piece::End,
+            Piece::Finish,
+        ]);
+        assert_eq!(parse(&two_roots).err(), Some(TreeError::Malformed));
+        let unbalanced = raw_blob(&[Piece::Begin(""), Piece::End, Piece::End, Piece::Finish]);
+        assert_eq!(parse(&unbalanced).err(), Some(TreeError::Malformed));
+    }
+
+    /// Nesting deeper than the reader's fixed stack is refused, not overflowed.
+    #[test]
+    fn nodes_nested_too_deep_are_malformed() {
+        let nested = |depth: usize| {
+            let mut pieces = std::vec![Piece::Begin("")];
+            pieces.extend((1..depth).map(|_| Piece::Begin("bus")));
+            pieces.extend((0..depth).map(|_| Piece::End));
+            pieces.push(Piece::Finish);
+            raw_blob(&pieces)
+        };
+        assert!(parse(&nested(dtb::MAX_DEPTH)).is_ok());
+        assert_eq!(
+            parse(&nested(dtb::MAX_DEPTH + 1)).err(),
+            Some(TreeError::Malformed)
+        );
+    }
+
+    /// 2.3.6: `reg` is coded with the parent's `#address-cells` and `#size-cells`;
+    /// 2.3.5: a client assumes 2 and 1 when they are absent.
+    #[test]
+    fn reg_takes_its_parents_cells_or_the_defaults() {
+        let one_cell_each = raw_blob(&[
+            Piece::Begin(""),
+            Piece::Prop("#address-cells", &1u32.to_be_bytes()),
+            Piece::Prop("#size-cells", &1u32.to_be_bytes()),
+            Piece::Begin("memory@40000000"),
+            Piece::Prop("device_type", b"memory\0"),
+            Piece::Prop(
+                "reg",
+                &[0x40, 0, 0, 0, 0x10, 0, 0, 0, 0x60, 0, 0, 0, 0, 0x10, 0, 0],
+            ),
+            Piece::End,
+            Piece::Begin("reserved-memory"),
+            Piece::Prop("#address-cells", &1u32.to_be_bytes()),
+            Piece::Prop("#size-cells", &1u32.to_be_bytes()),
+            Piece::Prop("ranges", &[]),
+            Piece::Begin("firmware@48000000"),
+            Piece::Prop("reg", &[0x48, 0, 0, 0, 0, 0, 0x10, 0]),
+            Piece::End,
+            Piece::End,
+            Piece::End,
+            Piece::Finish,
+        ]);
+        let tree = parse(&one_cell_each).expect("parses");
+        assert_eq!(
+            tree.memory().expect("memory").as_slice(),
+            [
+                PhysRange::new(0x4000_0000, 0x1000_0000),
+                PhysRange::new(0x6000_0000, 0x10_0000)
+            ]
+        );
+        assert_eq!(
+            tree.reserved_memory().expect("reserved").as_slice(),
+            [PhysRange::new(0x4800_0000, 0x1000)]
+        );
+        assert_eq!(tree.decodes(0x4800_0fff), Ok(true));
+
+        // No cells on the root: 2 address cells and 1 size cell.
+        let default_cells = raw_blob(&[
+            Piece::Begin(""),
+            Piece::Begin("memory@100000000"),
+            Piece::Prop("device_type", b"memory\0"),
+            Piece::Prop("reg", &[0, 0, 0, 1, 0, 0, 0, 0, 0x20, 0, 0, 0]),
+            Piece::End,
+            Piece::End,
+            Piece::Finish,
+        ]);
+        let tree = parse(&default_cells).expect("parses");
+        assert_eq!(
+            tree.memory().expect("memory").as_slice(),
+            [PhysRange::new(0x1_0000_0000, 0x2000_0000)]
+        );
+
+        // 2 + 2 cells declared, a 2 + 1 cell entry given: not a whole entry.
+        let mut cells = sample_tree();
+        let value = [
+            &0x4000_0000u64.to_be_bytes()[..],
+            &0x4000_0000u64.to_be_bytes(),
+        ]
+        .concat();
+        let position = cells
+            .windows(value.len())
+            .position(|window| window == value.as_slice())
+            .expect("the first memory reg");
+        // Shrink the `len` word before the value from 16 to 12 bytes, and nop out the
+        // last cell's word.
+        cells[position - 8..position - 4].copy_from_slice(&12u32.to_be_bytes());
+        cells[position + 12..position + 16].copy_from_slice(&4u32.to_be_bytes());
+        let tree = parse(&cells).expect("parses");
+        assert_eq!(tree.memory(), Err(TreeError::Malformed));
+    }
+
+    /// `linux,initrd-start` and `linux,initrd-end` (Linux's `chosen` binding) are each
+    /// a `<u32>` or a `<u64>`, big-endian (2.2.4); any other length is malformed.
+    #[test]
+    fn the_initrd_takes_32_or_64_bit_values() {
+        let chosen = |start: &[u8], end: &[u8]| {
+            raw_blob(&[
+                Piece::Begin(""),
+                Piece::Begin("chosen"),
+                Piece::Prop("linux,initrd-start", start),
+                Piece::Prop("linux,initrd-end", end),
+                Piece::End,
+                Piece::End,
+                Piece::Finish,
+            ])
+        };
+        let blob = chosen(&0x4800_0000u32.to_be_bytes(), &0x4810_0000u32.to_be_bytes());
+        assert_eq!(
+            parse(&blob).expect("parses").initrd(),
+            Ok(Some(PhysRange::new(0x4800_0000, 0x10_0000)))
+        );
+        let blob = chosen(
+            &0x1_4800_0000u64.to_be_bytes(),
+            &0x1_4810_0000u64.to_be_bytes(),
+        );
+        assert_eq!(
+            parse(&blob).expect("parses").initrd(),
+            Ok(Some(PhysRange::new(0x1_4800_0000, 0x10_0000)))
+        );
+        let blob = chosen(&[0x48, 0, 0], &0x4810_0000u32.to_be_bytes());
+        assert_eq!(
+            parse(&blob).expect("parses").initrd(),
+            Err(TreeError::Malformed)
+        );
+        // An empty range is no initrd.
+        let blob = chosen(&0x4800_0000u32.to_be_bytes(), &0x4800_0000u32.to_be_bytes());
+        assert_eq!(parse(&blob).expect("parses").initrd(), Ok(None));
+    }
 }
