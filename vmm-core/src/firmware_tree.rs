@@ -6,25 +6,24 @@
 //! every property looked up, which cost some 760,000 instructions of the boot on
 //! QEMU `virt`'s 7.5 KiB tree. The boot needs everything before its heap exists, so
 //! [`FirmwareTree::parse`] checks the header and walks the structure block once,
-//! keeping what it finds in fixed-capacity lists; only what the nodes decode, which
-//! the kernel asks for once its heap is up, is collected on the heap, by a second
-//! walk. `FDT_NOP` tokens, which libfdt edits (QEMU adding `/chosen/bootargs` or
-//! rewriting `/memory`, the Pi firmware patching its tree) leave behind, are
-//! skipped. A blob that breaks the format (truncated, an unknown token, an offset or
-//! a length past its block, nodes nested too deep) is [`TreeError::Malformed`],
-//! never a panic or a hang.
+//! keeping all it finds in fixed-capacity lists. `FDT_NOP` tokens, which libfdt
+//! edits (QEMU adding `/chosen/bootargs` or rewriting `/memory`, the Pi firmware
+//! patching its tree) leave behind, are skipped. A blob that breaks the format
+//! (truncated, an unknown token, an offset or a length past its block, nodes nested
+//! too deep) is [`TreeError::Malformed`], never a panic or a hang.
 
 mod decoded;
 mod dtb;
 mod properties;
 
+use alloc::vec::Vec;
 use core::cell::OnceCell;
 
 use transom_boards::PhysRange;
 
-use decoded::Decoded;
-use dtb::{Dtb, Property, Visitor};
-use properties::{Cells, Name, NameCache, Properties, reg_entries};
+use decoded::{DecodeWalk, FixedRanges, RangeList, holds};
+use dtb::{Dtb, MAX_DEPTH, Visitor};
+use properties::{Cells, Name, Properties, reg_entries};
 
 /// The most RAM ranges recorded.
 pub const MAX_RANGES: usize = 8;
@@ -76,24 +75,45 @@ pub struct FirmwareTree<'a> {
     pub blob: PhysRange,
     /// What [`FirmwareTree::parse`] read.
     facts: Facts<'a>,
-    /// What the tree's nodes decode, collected by the first [`FirmwareTree::decodes`].
-    decoded: OnceCell<Result<Decoded, TreeError>>,
+    /// What the tree's nodes decode.
+    decoded: Decoded,
+}
+
+/// What the tree's nodes decode, sorted, touching ranges merged.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parse has no heap to box the list on"
+)]
+enum Decoded {
+    /// Found by [`FirmwareTree::parse`].
+    Listed(FixedRanges),
+    /// More than [`FixedRanges`] holds: collected on the heap by the first
+    /// [`FirmwareTree::decodes`], with one more walk.
+    Spilled(OnceCell<Result<Vec<PhysRange>, TreeError>>),
+    /// A `reg`, `ranges` or cell count that cannot be used.
+    Unreadable(TreeError),
 }
 
 impl<'a> FirmwareTree<'a> {
     /// Parses the blob `bytes` found at `address` (`None`: no valid header there):
     /// checks its header and reads, in one walk of its structure block, everything
-    /// the other methods but [`FirmwareTree::decodes`] answer with. Allocates nothing.
+    /// the other methods answer with. Allocates nothing.
     pub fn parse(address: usize, bytes: Option<&'a [u8]>) -> Result<FirmwareTree<'a>, TreeError> {
         let bytes = bytes.ok_or(TreeError::NoBlob { address })?;
         let dtb = Dtb::new(bytes)?;
-        let mut walk = BootWalk::new(&dtb);
+        let mut walk = TreeWalk::new(&dtb, FixedRanges::new());
         dtb.walk(&mut walk)?;
+        let (facts, decoded) = walk.finish();
+        let decoded = match decoded {
+            Ok(Some(listed)) => Decoded::Listed(listed),
+            Ok(None) => Decoded::Spilled(OnceCell::new()),
+            Err(error) => Decoded::Unreadable(error),
+        };
         Ok(FirmwareTree {
             dtb,
             blob: PhysRange::new(address as u64, bytes.len() as u64),
-            facts: walk.finish(),
-            decoded: OnceCell::new(),
+            facts,
+            decoded,
         })
     }
 
@@ -141,20 +161,87 @@ impl<'a> FirmwareTree<'a> {
     /// enclosing bus's `ranges`; nodes under a bus without `ranges` (I2C, SPI
     /// devices) are not memory-mapped and are skipped.
     ///
-    /// The first call walks the tree once and keeps what every node decodes (on the
-    /// heap: call it only once the heap exists); later calls only search that list,
-    /// so checking each of a board's devices costs one walk, not one per device.
+    /// [`FirmwareTree::parse`] already collected what the nodes decode, so each call
+    /// is a binary search. Only a tree with more decoded ranges than its fixed list
+    /// holds (64, touching ranges merged) is walked again by the first call, onto
+    /// the heap: call it only once the heap exists.
     pub fn decodes(&self, address: u64) -> Result<bool, TreeError> {
-        let decoded = self.decoded.get_or_init(|| Decoded::collect(&self.dtb));
-        match decoded {
-            Ok(decoded) => Ok(decoded.contains(address)),
-            Err(error) => Err(*error),
+        match &self.decoded {
+            Decoded::Listed(decoded) => Ok(holds(decoded, address)),
+            Decoded::Unreadable(error) => Err(*error),
+            Decoded::Spilled(on_heap) => match on_heap.get_or_init(|| self.decoded_on_heap()) {
+                Ok(decoded) => Ok(holds(decoded, address)),
+                Err(error) => Err(*error),
+            },
+        }
+    }
+
+    /// What the nodes decode, collected on the heap by one more walk.
+    fn decoded_on_heap(&self) -> Result<Vec<PhysRange>, TreeError> {
+        let mut walk = TreeWalk::new(&self.dtb, Vec::new());
+        self.dtb.walk(&mut walk)?;
+        let (_, decoded) = walk.finish();
+        decoded?.ok_or(TreeError::TooMany {
+            what: "decoded ranges",
+        })
+    }
+}
+
+/// The walk of [`FirmwareTree::parse`]: records the properties of each node that
+/// either half reads, once, for both, and hands them over once they are all known.
+struct TreeWalk<'a, L> {
+    /// The properties of the node that began last.
+    properties: Properties<'a>,
+    /// The cells of the open nodes (2.3.5), root first: how each codes its
+    /// children's `reg`; set once its properties are over.
+    cells: [Result<Cells, TreeError>; MAX_DEPTH],
+    boot: BootWalk<'a>,
+    decode: DecodeWalk<'a, L>,
+}
+
+impl<'a, L: RangeList> TreeWalk<'a, L> {
+    fn new(dtb: &Dtb<'a>, decoded: L) -> TreeWalk<'a, L> {
+        TreeWalk {
+            properties: Properties::default(),
+            cells: [Err(TreeError::Malformed); MAX_DEPTH],
+            boot: BootWalk::new(dtb),
+            decode: DecodeWalk::new(decoded),
+        }
+    }
+
+    /// What the boot reads, and what the nodes decode (`None`: more than `L` holds).
+    fn finish(self) -> (Facts<'a>, Result<Option<L>, TreeError>) {
+        (self.boot.finish(), self.decode.finish())
+    }
+}
+
+impl<'a, L: RangeList> Visitor<'a> for TreeWalk<'a, L> {
+    fn begin_node(&mut self, depth: usize, name: &'a [u8]) -> bool {
+        self.properties.clear();
+        let boot_reads = self.boot.begin_node(depth, name);
+        let decode_reads = self.decode.begin_node(depth);
+        boot_reads || decode_reads
+    }
+
+    #[inline(always)]
+    fn property(&mut self, name: Name, value: &'a [u8]) {
+        self.properties.record(name, value);
+    }
+
+    fn properties_end(&mut self, depth: usize, has_children: bool) {
+        let ancestors = self.cells.get(..depth).unwrap_or_default();
+        self.boot.read(depth, &self.properties, ancestors);
+        self.decode
+            .read(depth, has_children, &self.properties, ancestors);
+        if has_children && let Some(cells) = self.cells.get_mut(depth) {
+            *cells = Cells::of(&self.properties);
         }
     }
 }
 
-/// What [`FirmwareTree::parse`] reads. Each answer keeps the first error met while
-/// reading it, and then stops growing, as a lookup that returned it would have.
+/// What [`FirmwareTree::parse`] reads for the boot. Each answer keeps the first
+/// error met while reading it, and then stops growing, as a lookup that returned it
+/// would have.
 struct Facts<'a> {
     memory: Result<Ranges, TreeError>,
     bootargs: Result<&'a str, TreeError>,
@@ -222,20 +309,13 @@ struct Seen {
     reserved_memory: bool,
 }
 
-/// An open node of the boot's walk.
-#[derive(Clone, Copy, Default)]
-struct Node<'a> {
-    role: Role,
-    properties: Properties<'a>,
-}
-
-/// The walk of [`FirmwareTree::parse`].
+/// The half of the tree's walk that reads what the boot needs.
 struct BootWalk<'a> {
-    /// The open nodes at depths 0 to 2; deeper nodes hold nothing the boot reads.
-    nodes: [Node<'a>; 3],
+    /// What the open nodes at depths 0 to 2 are; deeper nodes hold nothing the boot
+    /// reads.
+    roles: [Role; 3],
     /// The children of the root met so far that only count once.
     seen: Seen,
-    names: NameCache,
     facts: Facts<'a>,
 }
 
@@ -251,9 +331,8 @@ impl<'a> BootWalk<'a> {
             });
         }
         BootWalk {
-            nodes: [Node::default(); 3],
+            roles: [Role::Other; 3],
             seen: Seen::default(),
-            names: NameCache::new(),
             facts: Facts {
                 memory: Ok(Ranges::new()),
                 bootargs: Ok(""),
@@ -277,6 +356,58 @@ impl<'a> BootWalk<'a> {
         facts
     }
 
+    /// A node begins at `depth`; returns whether the boot reads its properties.
+    fn begin_node(&mut self, depth: usize, name: &[u8]) -> bool {
+        let role = match depth {
+            0 => Role::Root,
+            1 => Role::RootChild(self.first_of_its_name(RootChild::of(name))),
+            2 => match self.roles[1] {
+                Role::RootChild(RootChild::Cpus) => Role::Cpu,
+                Role::RootChild(RootChild::ReservedMemory) => Role::Reservation,
+                _ => Role::Other,
+            },
+            _ => return false,
+        };
+        self.roles[depth] = role;
+        role != Role::Other
+    }
+
+    /// The properties of the node at `depth` are over: reads what they say.
+    /// `ancestors` are the cells of the open nodes around it, root first.
+    fn read(
+        &mut self,
+        depth: usize,
+        properties: &Properties<'a>,
+        ancestors: &[Result<Cells, TreeError>],
+    ) {
+        let Some(&role) = self.roles.get(depth) else {
+            return;
+        };
+        // How the node's parent codes its `reg`.
+        let parent_cells = ancestors
+            .last()
+            .copied()
+            .unwrap_or(Err(TreeError::Malformed));
+        let facts = &mut self.facts;
+        match role {
+            Role::RootChild(child) => {
+                add_to(&mut facts.memory, |ranges| {
+                    add_memory(ranges, child, properties, parent_cells)
+                });
+                match child {
+                    RootChild::Chosen => facts.read_chosen(properties),
+                    RootChild::Psci => facts.psci_method = properties.string(Name::Method),
+                    _ => {}
+                }
+            }
+            Role::Cpu => add_to(&mut facts.cpus, |cpus| add_cpu(cpus, properties)),
+            Role::Reservation => add_to(&mut facts.reserved, |ranges| {
+                add_reservation(ranges, properties, parent_cells)
+            }),
+            Role::Root | Role::Other => {}
+        }
+    }
+
     /// `child` unless an earlier child of the root had its name.
     fn first_of_its_name(&mut self, child: RootChild) -> RootChild {
         let seen = match child {
@@ -291,68 +422,6 @@ impl<'a> BootWalk<'a> {
         } else {
             child
         }
-    }
-}
-
-impl<'a> Visitor<'a> for BootWalk<'a> {
-    fn begin_node(&mut self, depth: usize, name: &'a [u8]) -> Result<bool, TreeError> {
-        let role = match depth {
-            0 => Role::Root,
-            1 => Role::RootChild(self.first_of_its_name(RootChild::of(name))),
-            2 => match self.nodes[1].role {
-                Role::RootChild(RootChild::Cpus) => Role::Cpu,
-                Role::RootChild(RootChild::ReservedMemory) => Role::Reservation,
-                _ => Role::Other,
-            },
-            _ => return Ok(false),
-        };
-        let Some(node) = self.nodes.get_mut(depth) else {
-            return Ok(false);
-        };
-        node.role = role;
-        node.properties.clear();
-        Ok(role != Role::Other)
-    }
-
-    #[inline(always)]
-    fn property(&mut self, depth: usize, property: Property<'a>) -> Result<(), TreeError> {
-        if let Some(name) = self.names.name(&property)
-            && let Some(node) = self.nodes.get_mut(depth)
-        {
-            node.properties.record(name, property.value);
-        }
-        Ok(())
-    }
-
-    fn end_node(&mut self, depth: usize) -> Result<(), TreeError> {
-        let Some(node) = self.nodes.get(depth) else {
-            return Ok(());
-        };
-        let properties = &node.properties;
-        // The properties of the node's parent, whose cells code its `reg`.
-        let parent = depth
-            .checked_sub(1)
-            .and_then(|parent| self.nodes.get(parent))
-            .map(|parent| &parent.properties);
-        let facts = &mut self.facts;
-        match (node.role, parent) {
-            (Role::RootChild(child), Some(root)) => {
-                add_to(&mut facts.memory, |ranges| {
-                    add_memory(ranges, child, properties, root)
-                });
-                match child {
-                    RootChild::Chosen => facts.read_chosen(properties),
-                    RootChild::Psci => facts.psci_method = properties.string(Name::Method),
-                    _ => {}
-                }
-            }
-            (Role::Cpu, _) => add_to(&mut facts.cpus, |cpus| add_cpu(cpus, properties)),
-            (Role::Reservation, Some(reserved_memory)) => add_to(&mut facts.reserved, |ranges| {
-                add_reservation(ranges, properties, reserved_memory)
-            }),
-            _ => {}
-        }
-        Ok(())
     }
 }
 
@@ -375,12 +444,13 @@ fn initrd(chosen: &Properties<'_>) -> Result<Option<PhysRange>, TreeError> {
     }
 }
 
-/// Adds the RAM of the root's child `child`, if it is a `memory` node (3.4).
+/// Adds the RAM of the root's child `child`, if it is a `memory` node (3.4);
+/// `root_cells` code its `reg`.
 fn add_memory(
     ranges: &mut Ranges,
     child: RootChild,
     properties: &Properties<'_>,
-    root: &Properties<'_>,
+    root_cells: Result<Cells, TreeError>,
 ) -> Result<(), TreeError> {
     let device_type = properties.string(Name::DeviceType)?;
     if device_type != Some("memory") && child != RootChild::NamedMemory {
@@ -389,7 +459,7 @@ fn add_memory(
     let Some(reg) = properties.get(Name::Reg) else {
         return Ok(());
     };
-    for entry in reg_entries(reg, Cells::of(root)?)? {
+    for entry in reg_entries(reg, root_cells?)? {
         let (address, size) = entry.ok_or(TreeError::Malformed)?;
         if size == 0 {
             continue;
@@ -422,12 +492,12 @@ fn add_cpu(cpus: &mut Cpus, properties: &Properties<'_>) -> Result<(), TreeError
 fn add_reservation(
     ranges: &mut Ranges,
     properties: &Properties<'_>,
-    reserved_memory: &Properties<'_>,
+    reserved_memory_cells: Result<Cells, TreeError>,
 ) -> Result<(), TreeError> {
     let Some(reg) = properties.get(Name::Reg) else {
         return Ok(());
     };
-    for (address, size) in reg_entries(reg, Cells::of(reserved_memory)?)?.flatten() {
+    for (address, size) in reg_entries(reg, reserved_memory_cells?)?.flatten() {
         if size > 0 {
             let range = PhysRange::checked(address, size).ok_or(TreeError::Malformed)?;
             push_range(ranges, range, "reserved ranges")?;
@@ -1002,5 +1072,59 @@ mod tests {
         // An empty range is no initrd.
         let blob = chosen(&0x4800_0000u32.to_be_bytes(), &0x4800_0000u32.to_be_bytes());
         assert_eq!(parse(&blob).expect("parses").initrd(), Ok(None));
+    }
+
+    /// A tree whose devices decode more separate ranges than `parse` keeps without
+    /// a heap is walked again, onto the heap, by the first `decodes`.
+    #[test]
+    fn many_devices_spill_to_a_heap_walk() {
+        let devices = decoded::MAX_DECODED as u64 + 8;
+        let mut fdt = FdtWriter::new().expect("writer");
+        let root = fdt.begin_node("").expect("root");
+        fdt.property_u32("#address-cells", 2).expect("prop");
+        fdt.property_u32("#size-cells", 2).expect("prop");
+        for index in 0..devices {
+            // 4 KiB apart, 256 bytes each: no two touch.
+            let base = 0x1000_0000 + index * 0x1000;
+            let node = fdt
+                .begin_node(&std::format!("device@{base:x}"))
+                .expect("node");
+            fdt.property_array_u64("reg", &[base, 0x100]).expect("prop");
+            fdt.end_node(node).expect("end");
+        }
+        fdt.end_node(root).expect("end");
+        let blob = fdt.finish().expect("finish");
+        let tree = parse(&blob).expect("parses");
+        assert!(matches!(tree.decoded, Decoded::Spilled(_)));
+        let last = 0x1000_0000 + (devices - 1) * 0x1000;
+        assert_eq!(tree.decodes(0x1000_0000), Ok(true));
+        assert_eq!(tree.decodes(last + 0xff), Ok(true));
+        assert_eq!(tree.decodes(last + 0x100), Ok(false));
+        assert_eq!(tree.decodes(0x1000_0100), Ok(false));
+    }
+
+    /// A device's `reg` that is not a whole number of entries (2.3.6) spoils only
+    /// `decodes`, not what the boot reads.
+    #[test]
+    fn a_bad_device_reg_spoils_only_decodes() {
+        let blob = raw_blob(&[
+            Piece::Begin(""),
+            Piece::Prop("#size-cells", &2u32.to_be_bytes()),
+            Piece::Begin("memory@40000000"),
+            Piece::Prop("device_type", b"memory\0"),
+            Piece::Prop("reg", &MEMORY_REG),
+            Piece::End,
+            Piece::Begin("serial@9000000"),
+            Piece::Prop("reg", &[0, 0, 0, 0, 0x09, 0, 0, 0, 0, 0]),
+            Piece::End,
+            Piece::End,
+            Piece::Finish,
+        ]);
+        let tree = parse(&blob).expect("parses");
+        assert_eq!(
+            tree.memory().expect("memory").as_slice(),
+            [PhysRange::new(0x4000_0000, 0x1000_0000)]
+        );
+        assert_eq!(tree.decodes(0x4000_0000), Err(TreeError::Malformed));
     }
 }

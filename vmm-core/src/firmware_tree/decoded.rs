@@ -1,55 +1,73 @@
-//! The walk behind [`FirmwareTree::decodes`](super::FirmwareTree::decodes): every
-//! CPU physical range some node of the tree decodes, collected in one pass.
+//! Which CPU physical addresses the tree's nodes decode, for
+//! [`FirmwareTree::decodes`](super::FirmwareTree::decodes): the `reg` entries of the
+//! root's children and of the children of every bus with `ranges` (translated up
+//! through each enclosing bus), and the windows of the buses that are devices.
 
 use alloc::vec::Vec;
+use core::ops::DerefMut;
 
 use transom_boards::PhysRange;
 
 use super::TreeError;
-use super::dtb::{Dtb, MAX_DEPTH, Property, Visitor};
-use super::properties::{Cells, Name, NameCache, Properties, WindowCells, reg_entries, windows};
+use super::dtb::MAX_DEPTH;
+use super::properties::{Cells, Name, Properties, WindowCells, reg_entries, windows};
 
-/// Room for what QEMU `virt`'s tree decodes without growing the list.
-const TYPICAL_RANGES: usize = 64;
+/// The most decoded ranges [`FirmwareTree::parse`](super::FirmwareTree::parse) keeps
+/// without a heap, once rows of adjacent devices are merged (QEMU `virt`'s tree
+/// needs about 15). A tree with more is walked again by the first
+/// [`FirmwareTree::decodes`](super::FirmwareTree::decodes), onto the heap.
+pub const MAX_DECODED: usize = 64;
 
-/// The CPU physical addresses some node of a tree decodes: disjoint ranges, in
-/// address order.
-pub(super) struct Decoded(Vec<PhysRange>);
+/// The decoded ranges [`FirmwareTree::parse`](super::FirmwareTree::parse) keeps.
+pub(super) type FixedRanges = heapless::Vec<PhysRange, MAX_DECODED>;
 
-impl Decoded {
-    /// What the nodes of `dtb` decode: the `reg` entries of the root's children and
-    /// of the children of every bus with `ranges` (translated up through each
-    /// enclosing bus), and the windows of the buses that are devices.
-    pub(super) fn collect(dtb: &Dtb<'_>) -> Result<Decoded, TreeError> {
-        let mut walk = DecodeWalk {
-            levels: [Level::default(); MAX_DEPTH],
-            names: NameCache::new(),
-            decoded: Vec::with_capacity(TYPICAL_RANGES),
-        };
-        dtb.walk(&mut walk)?;
-        let mut ranges = walk.decoded;
-        ranges.retain(|range| !range.is_empty());
-        ranges.sort_unstable_by_key(|range| range.start);
-        ranges.dedup_by(|next, kept| {
-            let touches = next.start <= kept.end;
-            if touches {
-                kept.end = kept.end.max(next.end);
-            }
-            touches
-        });
-        Ok(Decoded(ranges))
+/// A list the walk adds decoded ranges to.
+pub(super) trait RangeList: DerefMut<Target = [PhysRange]> {
+    /// Appends `range`; `false` if the list is full.
+    fn push_range(&mut self, range: PhysRange) -> bool;
+    /// Keeps the first `len` ranges.
+    fn cut(&mut self, len: usize);
+}
+
+impl RangeList for FixedRanges {
+    fn push_range(&mut self, range: PhysRange) -> bool {
+        self.push(range).is_ok()
     }
 
-    /// Whether some node decodes `address`.
-    pub(super) fn contains(&self, address: u64) -> bool {
-        let starting_at_or_below = self.0.partition_point(|range| range.start <= address);
-        let Some(last) = starting_at_or_below.checked_sub(1) else {
-            return false;
-        };
-        self.0
-            .get(last)
-            .is_some_and(|range| range.contains(address))
+    fn cut(&mut self, len: usize) {
+        self.truncate(len);
     }
+}
+
+impl RangeList for Vec<PhysRange> {
+    fn push_range(&mut self, range: PhysRange) -> bool {
+        self.push(range);
+        true
+    }
+
+    fn cut(&mut self, len: usize) {
+        self.truncate(len);
+    }
+}
+
+/// Whether some range of `decoded`, sorted and disjoint, holds `address`.
+pub(super) fn holds(decoded: &[PhysRange], address: u64) -> bool {
+    let starting_at_or_below = decoded.partition_point(|range| range.start <= address);
+    let Some(last) = starting_at_or_below.checked_sub(1) else {
+        return false;
+    };
+    decoded
+        .get(last)
+        .is_some_and(|range| range.contains(address))
+}
+
+/// Why the walk stopped adding ranges.
+#[derive(Clone, Copy)]
+pub(super) enum Stop {
+    /// The list is full.
+    Full,
+    /// A property the walk reads has a value it cannot use.
+    Error(TreeError),
 }
 
 /// How a bus maps its children's addresses to its own parent's (2.3.8).
@@ -61,99 +79,121 @@ enum Bus<'a> {
     Windows(&'a [u8], WindowCells),
 }
 
-/// One open node of the walk.
+/// One open node, as the decoding half of the walk sees it.
 #[derive(Clone, Copy, Default)]
 struct Level<'a> {
     /// Whether the node's addresses mean anything to the CPU: every node between it
     /// and the root is a bus with `ranges`. Under a bus without `ranges` (I2C, SPI)
     /// they do not, and the node is skipped.
     in_view: bool,
-    /// Its properties, recorded only when in view.
-    properties: Properties<'a>,
-    /// Whether its properties have been acted on: they are all known once its first
-    /// child begins, or it ends (5.4.2).
-    done: bool,
     /// How its children's addresses translate, when they are in view.
     bus: Option<Bus<'a>>,
 }
 
-struct DecodeWalk<'a> {
-    /// The open nodes, the root first.
+/// The half of the tree's walk that collects what the nodes decode.
+pub(super) struct DecodeWalk<'a, L> {
+    /// The open nodes, root first.
     levels: [Level<'a>; MAX_DEPTH],
-    names: NameCache,
     /// What the nodes decode, in tree order.
-    decoded: Vec<PhysRange>,
+    decoded: L,
+    /// Set once the walk stopped adding ranges.
+    stopped: Option<Stop>,
 }
 
-impl<'a> Visitor<'a> for DecodeWalk<'a> {
-    fn begin_node(&mut self, depth: usize, _name: &'a [u8]) -> Result<bool, TreeError> {
+impl<'a, L: RangeList> DecodeWalk<'a, L> {
+    /// A walk that adds to `decoded`.
+    pub(super) fn new(decoded: L) -> DecodeWalk<'a, L> {
+        DecodeWalk {
+            levels: [Level::default(); MAX_DEPTH],
+            decoded,
+            stopped: None,
+        }
+    }
+
+    /// A node begins at `depth`; returns whether its properties matter.
+    pub(super) fn begin_node(&mut self, depth: usize) -> bool {
         let in_view = match depth.checked_sub(1) {
             None => true,
-            Some(parent) => {
-                self.act_on_properties(parent, true)?;
-                self.level(parent)?.bus.is_some()
-            }
+            Some(parent) => self
+                .levels
+                .get(parent)
+                .is_some_and(|level| level.bus.is_some()),
         };
-        let level = self.level(depth)?;
-        level.in_view = in_view;
-        level.done = false;
-        level.bus = None;
-        level.properties.clear();
-        Ok(in_view)
-    }
-
-    #[inline(always)]
-    fn property(&mut self, depth: usize, property: Property<'a>) -> Result<(), TreeError> {
-        if let Some(name) = self.names.name(&property) {
-            self.level(depth)?.properties.record(name, property.value);
+        if let Some(level) = self.levels.get_mut(depth) {
+            *level = Level { in_view, bus: None };
         }
-        Ok(())
+        in_view && self.stopped.is_none()
     }
 
-    fn end_node(&mut self, depth: usize) -> Result<(), TreeError> {
-        self.act_on_properties(depth, false)
+    /// The properties of the node at `depth` are over; `ancestors` are the cells of
+    /// the open nodes around it, root first.
+    pub(super) fn read(
+        &mut self,
+        depth: usize,
+        has_children: bool,
+        properties: &Properties<'a>,
+        ancestors: &[Result<Cells, TreeError>],
+    ) {
+        if self.stopped.is_some() {
+            return;
+        }
+        if let Err(stop) = self.add_decoded(depth, has_children, properties, ancestors) {
+            self.stopped = Some(stop);
+        }
     }
-}
 
-impl<'a> DecodeWalk<'a> {
-    fn level(&mut self, depth: usize) -> Result<&mut Level<'a>, TreeError> {
-        self.levels.get_mut(depth).ok_or(TreeError::Malformed)
+    /// What the nodes decode, sorted, with touching ranges merged; `None` if the list
+    /// filled up.
+    pub(super) fn finish(self) -> Result<Option<L>, TreeError> {
+        let mut decoded = self.decoded;
+        match self.stopped {
+            Some(Stop::Full) => return Ok(None),
+            Some(Stop::Error(error)) => return Err(error),
+            None => {}
+        }
+        decoded.sort_unstable_by_key(|range| range.start);
+        let merged = merge_sorted(&mut decoded);
+        decoded.cut(merged);
+        Ok(Some(decoded))
     }
 
-    /// Once a node's properties are all known: records what its `reg` decodes and,
-    /// for a bus, how its children's addresses translate. A bus's windows count as
-    /// decoded when the bus is itself a device: it has a `reg` (a PCIe host bridge,
-    /// whose `ranges` are its MMIO windows) or no children (QEMU's platform bus,
-    /// filled at run time). A plain translating bus (the Pi's `/soc`) is not, or
-    /// every address in it would count.
-    fn act_on_properties(&mut self, depth: usize, has_children: bool) -> Result<(), TreeError> {
-        let (outer, rest) = self
-            .levels
-            .split_at_mut_checked(depth)
-            .ok_or(TreeError::Malformed)?;
-        let level = rest.first_mut().ok_or(TreeError::Malformed)?;
-        let first_time = !level.done;
-        level.done = true;
-        if !first_time || !level.in_view {
+    /// Adds what the `reg` of the node at `depth` decodes and, for a bus, sets how its
+    /// children's addresses translate. A bus's windows count as decoded when the bus
+    /// is itself a device: it has a `reg` (a PCIe host bridge, whose `ranges` are its
+    /// MMIO windows) or no children (QEMU's platform bus, filled at run time). A
+    /// plain translating bus (the Pi's `/soc`) is not, or every address in it would
+    /// count.
+    fn add_decoded(
+        &mut self,
+        depth: usize,
+        has_children: bool,
+        properties: &Properties<'a>,
+        ancestors: &[Result<Cells, TreeError>],
+    ) -> Result<(), Stop> {
+        let malformed = Stop::Error(TreeError::Malformed);
+        let (outer, rest) = self.levels.split_at_mut_checked(depth).ok_or(malformed)?;
+        let level = rest.first_mut().ok_or(malformed)?;
+        if !level.in_view {
             return Ok(());
         }
         // The root's addresses are the CPU's; its own `reg` and `ranges` say nothing.
-        let Some((parent, _)) = outer.split_last() else {
+        let Some(&parent_cells) = ancestors.last() else {
             level.bus = Some(Bus::Identity);
             return Ok(());
         };
-        let reg = level.properties.get(Name::Reg);
-        let ranges = level.properties.get(Name::Ranges);
+        let reg = properties.get(Name::Reg);
+        let ranges = properties.get(Name::Ranges);
         if reg.is_none() && ranges.is_none() {
             return Ok(());
         }
-        let parent_cells = Cells::of(&parent.properties)?;
+        let parent_cells = parent_cells.map_err(Stop::Error)?;
         // The buses between the root and the node, outermost first.
         let enclosing = outer.get(1..).unwrap_or_default();
         if let Some(reg) = reg {
-            for (address, size) in reg_entries(reg, parent_cells)?.flatten() {
+            let entries = reg_entries(reg, parent_cells).map_err(Stop::Error)?;
+            for (address, size) in entries.flatten() {
                 if let Some(start) = translate(enclosing, address) {
-                    add_range(&mut self.decoded, start, size);
+                    add_range(&mut self.decoded, start, size)?;
                 }
             }
         }
@@ -163,7 +203,7 @@ impl<'a> DecodeWalk<'a> {
         let bus = if ranges.is_empty() {
             Bus::Identity
         } else {
-            let own_cells = Cells::of(&level.properties)?;
+            let own_cells = Cells::of(properties).map_err(Stop::Error)?;
             let cells = WindowCells {
                 child: own_cells.address,
                 parent: parent_cells.address,
@@ -173,7 +213,7 @@ impl<'a> DecodeWalk<'a> {
             if is_device {
                 for window in windows(ranges, cells) {
                     if let Some(start) = translate(enclosing, window.parent) {
-                        add_range(&mut self.decoded, start, window.len);
+                        add_range(&mut self.decoded, start, window.len)?;
                     }
                 }
             }
@@ -182,6 +222,24 @@ impl<'a> DecodeWalk<'a> {
         level.bus = Some(bus);
         Ok(())
     }
+}
+
+/// Merges the touching or overlapping ranges of `ranges`, sorted by start, into the
+/// first ones; returns how many that leaves.
+fn merge_sorted(ranges: &mut [PhysRange]) -> usize {
+    let mut merged: usize = 0;
+    for index in 0..ranges.len() {
+        let range = ranges[index];
+        if let Some(last) = merged.checked_sub(1).and_then(|last| ranges.get_mut(last))
+            && range.start <= last.end
+        {
+            last.end = last.end.max(range.end);
+            continue;
+        }
+        ranges[merged] = range;
+        merged += 1;
+    }
+    merged
 }
 
 /// Translates `address` on the innermost of the `enclosing` buses (outermost first)
@@ -205,10 +263,17 @@ fn translate(enclosing: &[Level<'_>], address: u64) -> Option<u64> {
 /// Adds the range of `len` bytes at `start`, cut at the top of the address space, to
 /// `decoded`; a range that starts where the last one ends (a row of devices, such as
 /// QEMU's virtio transports) extends it instead.
-fn add_range(decoded: &mut Vec<PhysRange>, start: u64, len: u64) {
+fn add_range(decoded: &mut impl RangeList, start: u64, len: u64) -> Result<(), Stop> {
     let range = PhysRange::new(start, len.min(u64::MAX - start));
-    match decoded.last_mut() {
-        Some(last) if last.end == range.start => last.end = range.end,
-        _ => decoded.push(range),
+    if let Some(last) = decoded.last_mut()
+        && last.end == range.start
+    {
+        last.end = range.end;
+        return Ok(());
+    }
+    if decoded.push_range(range) {
+        Ok(())
+    } else {
+        Err(Stop::Full)
     }
 }

@@ -11,6 +11,7 @@ use zerocopy::byteorder::big_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::TreeError;
+use super::properties::{Name, NameCache};
 
 /// How deep nodes may nest, the root counting as one. Real trees nest 5 or 6 deep;
 /// the bound keeps every walk's per-level state in a fixed array.
@@ -124,16 +125,17 @@ impl<'a> Dtb<'a> {
     }
 
     /// Walks the structure block once, front to back, telling `visitor` about each
-    /// node, and about the properties of the nodes it asks for, and checks the
-    /// block's shape (5.4.2): one root node; in each node its properties, then its
-    /// children; no more than [`MAX_DEPTH`] levels; `FDT_END` after the root.
-    /// `FDT_NOP` tokens are skipped (5.4.1).
+    /// node, and about the properties the hypervisor reads ([`Name`]) of the nodes
+    /// it asks for, and checks the block's shape (5.4.2): one root node; in each
+    /// node its properties, then its children; no more than [`MAX_DEPTH`] levels;
+    /// `FDT_END` after the root. `FDT_NOP` tokens are skipped (5.4.1).
     pub(super) fn walk(&self, visitor: &mut impl Visitor<'a>) -> Result<(), TreeError> {
         let mut cursor = Cursor {
             structure: self.structure,
             strings: self.strings,
             next: 0,
         };
+        let mut names = NameCache::new();
         // Nodes begun and not yet ended.
         let mut open = 0;
         let mut next_property = NextProperty::Forbidden;
@@ -144,7 +146,10 @@ impl<'a> Dtb<'a> {
                     if root_ended || open == MAX_DEPTH {
                         return Err(TreeError::Malformed);
                     }
-                    next_property = if visitor.begin_node(open, name)? {
+                    if next_property != NextProperty::Forbidden {
+                        visitor.properties_end(open - 1, true);
+                    }
+                    next_property = if visitor.begin_node(open, name) {
                         NextProperty::Reported
                     } else {
                         NextProperty::Skipped
@@ -152,13 +157,20 @@ impl<'a> Dtb<'a> {
                     open += 1;
                 }
                 Token::Property(property) => match next_property {
-                    NextProperty::Reported => visitor.property(open - 1, property)?,
+                    NextProperty::Reported => {
+                        if let Some(name) = names.name(&property) {
+                            visitor.property(name, property.value);
+                        }
+                    }
                     NextProperty::Skipped => {}
                     NextProperty::Forbidden => return Err(TreeError::Malformed),
                 },
+                Token::Nop => {}
                 Token::EndNode => {
                     open = open.checked_sub(1).ok_or(TreeError::Malformed)?;
-                    visitor.end_node(open)?;
+                    if next_property != NextProperty::Forbidden {
+                        visitor.properties_end(open, false);
+                    }
                     next_property = NextProperty::Forbidden;
                     root_ended = open == 0;
                 }
@@ -170,7 +182,7 @@ impl<'a> Dtb<'a> {
 }
 
 /// What a walk does with a property that comes next.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum NextProperty {
     /// Reports it: the innermost open node began last, and the visitor asked.
     Reported,
@@ -181,17 +193,21 @@ enum NextProperty {
     Forbidden,
 }
 
-/// What one walk of the structure block reports. `depth` is the number of open nodes
-/// around the node: 0 for the root, always below [`MAX_DEPTH`]. A node's properties
-/// all come before its first child begins (5.4.2).
+/// What one walk of the structure block reports, node by node in tree order.
+/// `depth` is the number of open nodes around the node: 0 for the root, always below
+/// [`MAX_DEPTH`]. What the visitor makes of the values is its own business: the walk
+/// fails only on the blob's structure.
 pub(super) trait Visitor<'a> {
     /// A node begins; `name` is its unit name, without the NUL. Returns whether to
     /// report the node's properties.
-    fn begin_node(&mut self, depth: usize, name: &'a [u8]) -> Result<bool, TreeError>;
-    /// A property of the innermost open node, at `depth`, if its `begin_node` asked.
-    fn property(&mut self, depth: usize, property: Property<'a>) -> Result<(), TreeError>;
-    /// The node at `depth` ends.
-    fn end_node(&mut self, depth: usize) -> Result<(), TreeError>;
+    fn begin_node(&mut self, depth: usize, name: &'a [u8]) -> bool;
+    /// A property the hypervisor reads, of the node that began last, if its
+    /// `begin_node` asked.
+    fn property(&mut self, name: Name, value: &'a [u8]);
+    /// The properties of the node at `depth` are over: they all come before its
+    /// first child (5.4.2), which begins next if `has_children`; otherwise the node
+    /// ends.
+    fn properties_end(&mut self, depth: usize, has_children: bool);
 }
 
 /// One property as the structure block holds it (5.4.1, `FDT_PROP`).
@@ -218,12 +234,14 @@ impl Property<'_> {
     }
 }
 
-/// One token of the structure block, with its data; `FDT_NOP` never shows.
+/// One token of the structure block, with its data.
 enum Token<'a> {
     /// `FDT_BEGIN_NODE` and the node's unit name, without the NUL.
     BeginNode(&'a [u8]),
     /// `FDT_PROP`.
     Property(Property<'a>),
+    /// `FDT_NOP`.
+    Nop,
     /// `FDT_END_NODE`.
     EndNode,
     /// `FDT_END`.
@@ -240,21 +258,22 @@ struct Cursor<'a> {
 
 // The walk's inner loop: inlined, so a token stays in registers.
 impl<'a> Cursor<'a> {
-    /// The next token other than `FDT_NOP`; a token that is none of the five, or a
-    /// block that ends before `FDT_END`, is malformed.
+    /// The next token; one that is none of the five, or a block that ends before
+    /// `FDT_END`, is malformed.
     #[inline(always)]
     fn next_token(&mut self) -> Result<Token<'a>, TreeError> {
-        loop {
-            let token = self.word(self.next)?;
-            self.next += 1;
-            return match token {
-                FDT_NOP => continue,
-                FDT_BEGIN_NODE => self.node_name().map(Token::BeginNode),
-                FDT_PROP => self.property().map(Token::Property),
-                FDT_END_NODE => Ok(Token::EndNode),
-                FDT_END => Ok(Token::End),
-                _ => Err(TreeError::Malformed),
-            };
+        let token = self.word(self.next)?;
+        self.next += 1;
+        // Most tokens are properties: one comparison for them.
+        if token == FDT_PROP {
+            return self.property().map(Token::Property);
+        }
+        match token {
+            FDT_BEGIN_NODE => self.node_name().map(Token::BeginNode),
+            FDT_END_NODE => Ok(Token::EndNode),
+            FDT_NOP => Ok(Token::Nop),
+            FDT_END => Ok(Token::End),
+            _ => Err(TreeError::Malformed),
         }
     }
 

@@ -77,6 +77,7 @@ pub(super) struct NameCache {
 }
 
 impl NameCache {
+    /// A cache that remembers no name yet.
     pub(super) fn new() -> NameCache {
         NameCache {
             offsets: [u32::MAX; NAME_SLOTS],
@@ -249,6 +250,7 @@ fn cell_bytes(count: usize) -> usize {
 }
 
 /// [`cells_value`] if it fits 64 bits; the common counts of cells take a short cut.
+#[inline(always)]
 fn cells_u64(cells: &[u8]) -> Option<u64> {
     match *cells {
         [a, b, c, d, e, f, g, h] => Some(u64::from_be_bytes([a, b, c, d, e, f, g, h])),
