@@ -163,7 +163,7 @@ impl<'a> FirmwareTree<'a> {
     ///
     /// [`FirmwareTree::parse`] already collected what the nodes decode, so each call
     /// is a binary search. Only a tree with more decoded ranges than its fixed list
-    /// holds (64, touching ranges merged) is walked again by the first call, onto
+    /// holds (32, touching ranges merged) is walked again by the first call, onto
     /// the heap: call it only once the heap exists.
     pub fn decodes(&self, address: u64) -> Result<bool, TreeError> {
         match &self.decoded {

@@ -14,9 +14,9 @@ use super::properties::{Cells, Name, Properties, WindowCells, reg_entries, windo
 
 /// The most decoded ranges [`FirmwareTree::parse`](super::FirmwareTree::parse) keeps
 /// without a heap, once rows of adjacent devices are merged (QEMU `virt`'s tree
-/// needs about 15). A tree with more is walked again by the first
+/// needs 11). A tree with more is walked again by the first
 /// [`FirmwareTree::decodes`](super::FirmwareTree::decodes), onto the heap.
-pub const MAX_DECODED: usize = 64;
+pub(super) const MAX_DECODED: usize = 32;
 
 /// The decoded ranges [`FirmwareTree::parse`](super::FirmwareTree::parse) keeps.
 pub(super) type FixedRanges = heapless::Vec<PhysRange, MAX_DECODED>;
@@ -111,6 +111,7 @@ impl<'a, L: RangeList> DecodeWalk<'a, L> {
     }
 
     /// A node begins at `depth`; returns whether its properties matter.
+    #[inline(always)]
     pub(super) fn begin_node(&mut self, depth: usize) -> bool {
         let in_view = match depth.checked_sub(1) {
             None => true,
@@ -191,7 +192,11 @@ impl<'a, L: RangeList> DecodeWalk<'a, L> {
         let enclosing = outer.get(1..).unwrap_or_default();
         if let Some(reg) = reg {
             let entries = reg_entries(reg, parent_cells).map_err(Stop::Error)?;
-            for (address, size) in entries.flatten() {
+            // Entries that do not fit 64 bits are left out.
+            for entry in entries {
+                let Some((address, size)) = entry else {
+                    continue;
+                };
                 if let Some(start) = translate(enclosing, address) {
                     add_range(&mut self.decoded, start, size)?;
                 }

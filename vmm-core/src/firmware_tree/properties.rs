@@ -1,6 +1,8 @@
 //! The properties the hypervisor reads, and how their values are coded
 //! (Devicetree Specification v0.4, 2.2.4 and 2.3).
 
+use core::slice::ChunksExact;
+
 use super::TreeError;
 use super::dtb::Property;
 
@@ -182,19 +184,32 @@ impl Cells {
 /// The (address, size) entries of a `reg` value (2.3.6), coded with its parent's
 /// `cells`; an entry whose address or size does not fit 64 bits is `None`. A value
 /// that is not a whole number of entries is malformed.
-pub(super) fn reg_entries(
-    value: &[u8],
-    cells: Cells,
-) -> Result<impl Iterator<Item = Option<(u64, u64)>> + '_, TreeError> {
+pub(super) fn reg_entries(value: &[u8], cells: Cells) -> Result<RegEntries<'_>, TreeError> {
     let address_bytes = cell_bytes(cells.address);
     let entry_bytes = address_bytes.saturating_add(cell_bytes(cells.size));
     if entry_bytes == 0 || !value.len().is_multiple_of(entry_bytes) {
         return Err(TreeError::Malformed);
     }
-    Ok(value.chunks_exact(entry_bytes).map(move |entry| {
-        let (address, size) = entry.split_at(address_bytes);
-        Some((cells_u64(address)?, cells_u64(size)?))
-    }))
+    Ok(RegEntries {
+        entries: value.chunks_exact(entry_bytes),
+        address_bytes,
+    })
+}
+
+/// The entries of a `reg` value: see [`reg_entries`].
+pub(super) struct RegEntries<'a> {
+    entries: ChunksExact<'a, u8>,
+    address_bytes: usize,
+}
+
+impl Iterator for RegEntries<'_> {
+    type Item = Option<(u64, u64)>;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<Self::Item> {
+        let (address, size) = self.entries.next()?.split_at(self.address_bytes);
+        Some(cells_u64(address).zip(cells_u64(size)))
+    }
 }
 
 /// How a bus's `ranges` is coded (2.3.8): child addresses with the bus's own
