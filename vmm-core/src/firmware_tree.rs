@@ -1,21 +1,29 @@
 //! What the hypervisor reads from the firmware's device tree: RAM, `/chosen`, CPUs,
-//! PSCI.
+//! PSCI, reserved memory, and which addresses the tree's devices decode.
 //!
-//! Parsed with the `fdt` crate's 0.2 line: 0.1.5 loses every node after an `FDT_NOP`
-//! token, and libfdt edits (QEMU adding `/chosen/bootargs` or rewriting `/memory`,
-//! the Pi firmware patching its tree) leave such tokens behind. Everything is kept in
-//! fixed-capacity lists, because the kernel reads the tree before its heap exists;
-//! only what the nodes decode, which the kernel asks for once its heap is up, is
-//! collected on the heap.
+//! Read with Transom's own reader of the flattened format (`dtb`), not the `fdt`
+//! crate: the crate's node API walks the structure block again for every path and
+//! every property looked up, which cost some 760,000 instructions of the boot on
+//! QEMU `virt`'s 7.5 KiB tree. The boot needs everything before its heap exists, so
+//! [`FirmwareTree::parse`] checks the header and walks the structure block once,
+//! keeping all it finds in fixed-capacity lists. `FDT_NOP` tokens, which libfdt
+//! edits (QEMU adding `/chosen/bootargs` or rewriting `/memory`, the Pi firmware
+//! patching its tree) leave behind, are skipped. A blob that breaks the format
+//! (truncated, an unknown token, an offset or a length past its block, nodes nested
+//! too deep) is [`TreeError::Malformed`], never a panic or a hang.
+
+mod decoded;
+mod dtb;
+mod properties;
 
 use alloc::vec::Vec;
 use core::cell::OnceCell;
 
-use fdt::Fdt;
-use fdt::nodes::Node;
-use fdt::parsing::NoPanic;
-use fdt::parsing::unaligned::UnalignedParser;
 use transom_boards::PhysRange;
+
+use decoded::{DecodeWalk, FixedRanges, RangeList, holds};
+use dtb::{Dtb, MAX_DEPTH, Visitor};
+use properties::{Cells, Name, Properties, reg_entries};
 
 /// The most RAM ranges recorded.
 pub const MAX_RANGES: usize = 8;
@@ -27,8 +35,6 @@ pub type Ranges = heapless::Vec<PhysRange, MAX_RANGES>;
 /// CPUs.
 pub type Cpus = heapless::Vec<TreeCpu, MAX_TREE_CPUS>;
 
-type TreeNode<'a> = Node<'a, (UnalignedParser<'a>, NoPanic)>;
-
 /// Why the firmware's device tree cannot be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TreeError {
@@ -37,7 +43,8 @@ pub enum TreeError {
         /// The address.
         address: usize,
     },
-    /// The blob's structure does not parse.
+    /// The blob does not follow the flattened devicetree format, or a property the
+    /// hypervisor reads has a value it cannot hold.
     Malformed,
     /// No `memory` node with a `reg`.
     NoMemory,
@@ -48,12 +55,6 @@ pub enum TreeError {
         /// What there are too many of.
         what: &'static str,
     },
-}
-
-impl From<fdt::FdtError> for TreeError {
-    fn from(_: fdt::FdtError) -> Self {
-        TreeError::Malformed
-    }
 }
 
 /// One CPU as the tree describes it.
@@ -69,170 +70,86 @@ pub struct TreeCpu {
 
 /// The firmware's tree.
 pub struct FirmwareTree<'a> {
-    fdt: Fdt<'a, (UnalignedParser<'a>, NoPanic)>,
-    bytes: &'a [u8],
+    dtb: Dtb<'a>,
     /// Where the blob lies.
     pub blob: PhysRange,
-    /// `/chosen`, looked up once: the boot reads its properties several times, and
-    /// each path lookup walks the tree.
-    chosen: Result<Option<TreeNode<'a>>, TreeError>,
-    /// What the tree's nodes decode, collected by the first [`FirmwareTree::decodes`].
-    decoded: OnceCell<Result<Vec<PhysRange>, TreeError>>,
+    /// What [`FirmwareTree::parse`] read.
+    facts: Facts<'a>,
+    /// What the tree's nodes decode.
+    decoded: Decoded,
+}
+
+/// What the tree's nodes decode, sorted, touching ranges merged.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parse has no heap to box the list on"
+)]
+enum Decoded {
+    /// Found by [`FirmwareTree::parse`].
+    Listed(FixedRanges),
+    /// More than [`FixedRanges`] holds: collected on the heap by the first
+    /// [`FirmwareTree::decodes`], with one more walk.
+    Spilled(OnceCell<Result<Vec<PhysRange>, TreeError>>),
+    /// A `reg`, `ranges` or cell count that cannot be used.
+    Unreadable(TreeError),
 }
 
 impl<'a> FirmwareTree<'a> {
-    /// Parses the blob `bytes` found at `address` (`None`: no valid header there).
+    /// Parses the blob `bytes` found at `address` (`None`: no valid header there):
+    /// checks its header and reads, in one walk of its structure block, everything
+    /// the other methods answer with. Allocates nothing.
     pub fn parse(address: usize, bytes: Option<&'a [u8]>) -> Result<FirmwareTree<'a>, TreeError> {
         let bytes = bytes.ok_or(TreeError::NoBlob { address })?;
-        let fdt = Fdt::new_unaligned_fallible(bytes)?;
-        let blob = PhysRange::new(address as u64, bytes.len() as u64);
-        let chosen = fdt.find_node("/chosen").map_err(TreeError::from);
+        let dtb = Dtb::new(bytes)?;
+        let mut walk = TreeWalk::new(&dtb, FixedRanges::new());
+        dtb.walk(&mut walk)?;
+        let (facts, decoded) = walk.finish();
+        let decoded = match decoded {
+            Ok(Some(listed)) => Decoded::Listed(listed),
+            Ok(None) => Decoded::Spilled(OnceCell::new()),
+            Err(error) => Decoded::Unreadable(error),
+        };
         Ok(FirmwareTree {
-            fdt,
-            bytes,
-            blob,
-            chosen,
-            decoded: OnceCell::new(),
+            dtb,
+            blob: PhysRange::new(address as u64, bytes.len() as u64),
+            facts,
+            decoded,
         })
     }
 
-    fn node(&self, path: &str) -> Result<Option<TreeNode<'a>>, TreeError> {
-        Ok(self.fdt.find_node(path)?)
-    }
-
-    /// RAM ranges from every `memory` node under the root.
+    /// RAM ranges from every `memory` node under the root: a node whose
+    /// `device_type` is `"memory"` or whose name (before any `@`) is `memory`.
     pub fn memory(&self) -> Result<Ranges, TreeError> {
-        let mut ranges = Ranges::new();
-        let root = self.node("/")?.ok_or(TreeError::Malformed)?;
-        for node in root.children()?.iter() {
-            let node = node?;
-            if !is_memory_node(&node)? {
-                continue;
-            }
-            let Some(reg) = node.reg()? else { continue };
-            for entry in reg.iter::<u64, u64>() {
-                let entry = entry.map_err(|_| TreeError::Malformed)?;
-                if entry.len == 0 {
-                    continue;
-                }
-                let range = PhysRange::new(entry.address, entry.len);
-                ranges.push(range).map_err(|_| TreeError::TooMany {
-                    what: "memory ranges",
-                })?;
-            }
-        }
-        if ranges.is_empty() {
-            return Err(TreeError::NoMemory);
-        }
-        Ok(ranges)
+        self.facts.memory.clone()
     }
 
     /// `/chosen/bootargs`, empty if absent.
     pub fn bootargs(&self) -> Result<&'a str, TreeError> {
-        let Some(chosen) = self.chosen? else {
-            return Ok("");
-        };
-        Ok(string_property(&chosen, "bootargs")?.unwrap_or(""))
+        self.facts.bootargs
     }
 
-    /// The initrd from `/chosen/linux,initrd-start` and `linux,initrd-end`.
+    /// The initrd from `/chosen/linux,initrd-start` and `linux,initrd-end` (each
+    /// 32 or 64 bits).
     pub fn initrd(&self) -> Result<Option<PhysRange>, TreeError> {
-        let Some(chosen) = self.chosen? else {
-            return Ok(None);
-        };
-        let start = integer_property(&chosen, "linux,initrd-start")?;
-        let end = integer_property(&chosen, "linux,initrd-end")?;
-        match (start, end) {
-            (Some(start), Some(end)) if start < end => Ok(Some(PhysRange { start, end })),
-            _ => Ok(None),
-        }
+        self.facts.initrd
     }
 
     /// `/psci/method` (`"smc"` or `"hvc"`), if the tree has a PSCI node.
     pub fn psci_method(&self) -> Result<Option<&'a str>, TreeError> {
-        let Some(psci) = self.node("/psci")? else {
-            return Ok(None);
-        };
-        string_property(&psci, "method")
+        self.facts.psci_method
     }
 
-    /// The CPUs under `/cpus`, in tree order.
+    /// The CPUs under `/cpus`, in tree order: its children whose `device_type` is
+    /// `"cpu"` and that have a `reg`.
     pub fn cpus(&self) -> Result<Cpus, TreeError> {
-        let cpus_node = self.node("/cpus")?.ok_or(TreeError::NoCpus)?;
-        let mut cpus = Cpus::new();
-        for node in cpus_node.children()?.iter() {
-            let node = node?;
-            if string_property(&node, "device_type")? != Some("cpu") {
-                continue;
-            }
-            let Some(mpidr) = integer_property(&node, "reg")? else {
-                continue;
-            };
-            let cpu = TreeCpu {
-                mpidr,
-                release_address: integer_property(&node, "cpu-release-addr")?,
-                psci: string_property(&node, "enable-method")? == Some("psci"),
-            };
-            cpus.push(cpu)
-                .map_err(|_| TreeError::TooMany { what: "CPUs" })?;
-        }
-        if cpus.is_empty() {
-            return Err(TreeError::NoCpus);
-        }
-        Ok(cpus)
+        self.facts.cpus.clone()
     }
-}
 
-impl FirmwareTree<'_> {
     /// Reserved RAM: the `/memreserve/` entries of the blob's header and the `reg`
     /// of each `/reserved-memory` child (Devicetree Specification v0.4, 5.3 and
     /// 3.5).
     pub fn reserved_memory(&self) -> Result<Ranges, TreeError> {
-        let mut ranges = Ranges::new();
-        let mut push = |range: PhysRange| {
-            ranges.push(range).map_err(|_| TreeError::TooMany {
-                what: "reserved ranges",
-            })
-        };
-        for entry in self.memory_reservations() {
-            push(entry?)?;
-        }
-        let Some(reserved) = self.node("/reserved-memory")? else {
-            return Ok(ranges);
-        };
-        for child in reserved.children()?.iter() {
-            let Some(reg) = child?.reg()? else { continue };
-            for entry in reg.iter::<u64, u64>().flatten() {
-                if entry.len > 0 {
-                    push(PhysRange::new(entry.address, entry.len))?;
-                }
-            }
-        }
-        Ok(ranges)
-    }
-
-    /// The header's memory reservation block: big-endian (address, size) pairs up
-    /// to a (0, 0) entry.
-    fn memory_reservations(&self) -> impl Iterator<Item = Result<PhysRange, TreeError>> + '_ {
-        let offset = self.fdt.header().memory_reserve_map_offset as usize;
-        let block = self.bytes.get(offset..).unwrap_or_default();
-        block
-            .chunks(16)
-            .map(|entry| {
-                let address = entry.get(..8).and_then(|bytes| bytes.try_into().ok());
-                let size = entry.get(8..16).and_then(|bytes| bytes.try_into().ok());
-                match (address, size) {
-                    (Some(address), Some(size)) => {
-                        Ok((u64::from_be_bytes(address), u64::from_be_bytes(size)))
-                    }
-                    _ => Err(TreeError::Malformed),
-                }
-            })
-            .take_while(|entry| *entry != Ok((0, 0)))
-            .map(|entry| {
-                let (address, size) = entry?;
-                PhysRange::checked(address, size).ok_or(TreeError::Malformed)
-            })
+        self.facts.reserved.clone()
     }
 
     /// Whether some node decodes `address`: a `reg` entry holds it, or a window
@@ -244,140 +161,363 @@ impl FirmwareTree<'_> {
     /// enclosing bus's `ranges`; nodes under a bus without `ranges` (I2C, SPI
     /// devices) are not memory-mapped and are skipped.
     ///
-    /// The first call walks the tree once and keeps what every node decodes (on the
-    /// heap: call it only once the heap exists); later calls only search that list,
-    /// so checking each of a board's devices costs one walk, not one per device.
+    /// [`FirmwareTree::parse`] already collected what the nodes decode, so each call
+    /// is a binary search. Only a tree with more decoded ranges than its fixed list
+    /// holds (32, touching ranges merged) is walked again by the first call, onto
+    /// the heap: call it only once the heap exists.
     pub fn decodes(&self, address: u64) -> Result<bool, TreeError> {
-        let decoded = self.decoded.get_or_init(|| self.decoded_ranges());
-        match decoded {
-            Ok(ranges) => Ok(ranges.iter().any(|range| range.contains(address))),
-            Err(error) => Err(*error),
+        match &self.decoded {
+            Decoded::Listed(decoded) => Ok(holds(decoded, address)),
+            Decoded::Unreadable(error) => Err(*error),
+            Decoded::Spilled(on_heap) => match on_heap.get_or_init(|| self.decoded_on_heap()) {
+                Ok(decoded) => Ok(holds(decoded, address)),
+                Err(error) => Err(*error),
+            },
         }
     }
 
-    /// Every CPU physical range some node decodes, in one walk of the tree.
-    fn decoded_ranges(&self) -> Result<Vec<PhysRange>, TreeError> {
-        let root = self.node("/")?.ok_or(TreeError::Malformed)?;
-        let identity = BusTranslation::Identity;
-        let mut decoded = Vec::new();
-        decoded_below(&root, &[identity], 0, &mut decoded)?;
-        Ok(decoded)
+    /// What the nodes decode, collected on the heap by one more walk.
+    fn decoded_on_heap(&self) -> Result<Vec<PhysRange>, TreeError> {
+        let mut walk = TreeWalk::new(&self.dtb, Vec::new());
+        self.dtb.walk(&mut walk)?;
+        let (_, decoded) = walk.finish();
+        decoded?.ok_or(TreeError::TooMany {
+            what: "decoded ranges",
+        })
     }
 }
 
-/// How deep [`FirmwareTree::decodes`] looks; real trees nest buses 3 or 4 deep.
-const MAX_BUS_DEPTH: usize = 8;
-
-/// How one bus level maps its children's addresses to its own parent's.
-#[derive(Clone, Copy)]
-enum BusTranslation<'a> {
-    /// An empty `ranges`: the same addresses.
-    Identity,
-    /// A `ranges` list.
-    Windows(fdt::properties::ranges::Ranges<'a>),
+/// The walk of [`FirmwareTree::parse`]: records the properties of each node that
+/// either half reads, once, for both, and hands them over once they are all known.
+struct TreeWalk<'a, L> {
+    /// The properties of the node that began last.
+    properties: Properties<'a>,
+    /// The cells of the open nodes (2.3.5), root first: how each codes its
+    /// children's `reg`; set once its properties are over.
+    cells: [Result<Cells, TreeError>; MAX_DEPTH],
+    boot: BootWalk<'a>,
+    decode: DecodeWalk<'a, L>,
 }
 
-/// Translates `address` of a node's child up through `levels` (innermost last) to
-/// a CPU physical address.
-fn translate(levels: &[BusTranslation<'_>], address: u64) -> Option<u64> {
-    let mut address = address;
-    for level in levels.iter().rev() {
-        let BusTranslation::Windows(ranges) = level else {
-            continue;
+impl<'a, L: RangeList> TreeWalk<'a, L> {
+    fn new(dtb: &Dtb<'a>, decoded: L) -> TreeWalk<'a, L> {
+        TreeWalk {
+            properties: Properties::default(),
+            cells: [Err(TreeError::Malformed); MAX_DEPTH],
+            boot: BootWalk::new(dtb),
+            decode: DecodeWalk::new(decoded),
+        }
+    }
+
+    /// What the boot reads, and what the nodes decode (`None`: more than `L` holds).
+    fn finish(self) -> (Facts<'a>, Result<Option<L>, TreeError>) {
+        (self.boot.finish(), self.decode.finish())
+    }
+}
+
+impl<'a, L: RangeList> Visitor<'a> for TreeWalk<'a, L> {
+    fn begin_node(&mut self, depth: usize, name: &'a [u8]) -> bool {
+        self.properties.clear();
+        let boot_reads = self.boot.begin_node(depth, name);
+        let decode_reads = self.decode.begin_node(depth);
+        boot_reads || decode_reads
+    }
+
+    #[inline(always)]
+    fn property(&mut self, name: Name, value: &'a [u8]) {
+        self.properties.record(name, value);
+    }
+
+    fn properties_end(&mut self, depth: usize, has_children: bool) {
+        let ancestors = self.cells.get(..depth).unwrap_or_default();
+        self.boot.read(depth, &self.properties, ancestors);
+        self.decode
+            .read(depth, has_children, &self.properties, ancestors);
+        if has_children && let Some(cells) = self.cells.get_mut(depth) {
+            *cells = Cells::of(&self.properties);
+        }
+    }
+}
+
+/// What [`FirmwareTree::parse`] reads for the boot. Each answer keeps the first
+/// error met while reading it, and then stops growing, as a lookup that returned it
+/// would have.
+struct Facts<'a> {
+    memory: Result<Ranges, TreeError>,
+    bootargs: Result<&'a str, TreeError>,
+    initrd: Result<Option<PhysRange>, TreeError>,
+    psci_method: Result<Option<&'a str>, TreeError>,
+    cpus: Result<Cpus, TreeError>,
+    reserved: Result<Ranges, TreeError>,
+}
+
+/// What a node the boot reads is, by where it lies.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum Role {
+    /// `/`.
+    Root,
+    /// A child of the root.
+    RootChild(RootChild),
+    /// A child of `/cpus`.
+    Cpu,
+    /// A child of `/reserved-memory`.
+    Reservation,
+    /// A node whose properties the boot does not read.
+    #[default]
+    Other,
+}
+
+/// The children of the root the boot looks for. Only the first node of each name
+/// but `memory` counts, as a lookup by path finds the first.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RootChild {
+    Chosen,
+    Psci,
+    Cpus,
+    ReservedMemory,
+    /// A node named `memory` (3.4).
+    NamedMemory,
+    /// Any other: still a `memory` node if its `device_type` says so.
+    Other,
+}
+
+impl RootChild {
+    /// What the root's child `name` is, by its node name (2.2.1: the part before the
+    /// `@`). Picks the candidate by the first byte, as most names match none.
+    fn of(name: &[u8]) -> RootChild {
+        let candidates: &[(&[u8], RootChild)] = match name.first() {
+            Some(b'c') => &[(b"chosen", RootChild::Chosen), (b"cpus", RootChild::Cpus)],
+            Some(b'm') => &[(b"memory", RootChild::NamedMemory)],
+            Some(b'p') => &[(b"psci", RootChild::Psci)],
+            Some(b'r') => &[(b"reserved-memory", RootChild::ReservedMemory)],
+            _ => return RootChild::Other,
         };
-        let window = ranges.iter::<u128, u64, u64>().flatten().find(|window| {
-            let child = window.child_bus_address;
-            child <= u128::from(address) && u128::from(address) < child + u128::from(window.len)
-        })?;
-        let offset = u128::from(address) - window.child_bus_address;
-        address = window.parent_bus_address.checked_add(offset as u64)?;
+        let is_named = |node_name: &[u8]| {
+            matches!(name.get(node_name.len()), None | Some(b'@')) && name.starts_with(node_name)
+        };
+        let found = candidates.iter().find(|(node_name, _)| is_named(node_name));
+        found.map_or(RootChild::Other, |(_, child)| *child)
     }
-    Some(address)
 }
 
-/// The range of `len` bytes at `start`, cut at the top of the address space.
-fn decoded_range(start: u64, len: u64) -> PhysRange {
-    PhysRange::new(start, len.min(u64::MAX - start))
+/// Which children of the root that only count once have been met.
+#[derive(Default)]
+struct Seen {
+    chosen: bool,
+    psci: bool,
+    cpus: bool,
+    reserved_memory: bool,
 }
 
-/// Adds to `decoded` what `node`'s children (and theirs, through buses) decode.
-fn decoded_below(
-    node: &TreeNode<'_>,
-    levels: &[BusTranslation<'_>],
-    depth: usize,
-    decoded: &mut Vec<PhysRange>,
+/// The half of the tree's walk that reads what the boot needs.
+struct BootWalk<'a> {
+    /// What the open nodes at depths 0 to 2 are; deeper nodes hold nothing the boot
+    /// reads.
+    roles: [Role; 3],
+    /// The children of the root met so far that only count once.
+    seen: Seen,
+    facts: Facts<'a>,
+}
+
+impl<'a> BootWalk<'a> {
+    /// A walk that starts from the header's memory reservations.
+    fn new(dtb: &Dtb<'a>) -> BootWalk<'a> {
+        let mut reserved = Ok(Ranges::new());
+        for entry in dtb.reservations() {
+            add_to(&mut reserved, |ranges| {
+                let (address, size) = entry?;
+                let range = PhysRange::checked(address, size).ok_or(TreeError::Malformed)?;
+                push_range(ranges, range, "reserved ranges")
+            });
+        }
+        BootWalk {
+            roles: [Role::Other; 3],
+            seen: Seen::default(),
+            facts: Facts {
+                memory: Ok(Ranges::new()),
+                bootargs: Ok(""),
+                initrd: Ok(None),
+                psci_method: Ok(None),
+                cpus: Ok(Cpus::new()),
+                reserved,
+            },
+        }
+    }
+
+    /// What the walk read: an empty RAM or CPU list is an error.
+    fn finish(self) -> Facts<'a> {
+        let mut facts = self.facts;
+        if facts.memory.as_ref().is_ok_and(|ranges| ranges.is_empty()) {
+            facts.memory = Err(TreeError::NoMemory);
+        }
+        if facts.cpus.as_ref().is_ok_and(|cpus| cpus.is_empty()) {
+            facts.cpus = Err(TreeError::NoCpus);
+        }
+        facts
+    }
+
+    /// A node begins at `depth`; returns whether the boot reads its properties.
+    fn begin_node(&mut self, depth: usize, name: &[u8]) -> bool {
+        let role = match depth {
+            0 => Role::Root,
+            1 => Role::RootChild(self.first_of_its_name(RootChild::of(name))),
+            2 => match self.roles[1] {
+                Role::RootChild(RootChild::Cpus) => Role::Cpu,
+                Role::RootChild(RootChild::ReservedMemory) => Role::Reservation,
+                _ => Role::Other,
+            },
+            _ => return false,
+        };
+        self.roles[depth] = role;
+        role != Role::Other
+    }
+
+    /// The properties of the node at `depth` are over: reads what they say.
+    /// `ancestors` are the cells of the open nodes around it, root first.
+    fn read(
+        &mut self,
+        depth: usize,
+        properties: &Properties<'a>,
+        ancestors: &[Result<Cells, TreeError>],
+    ) {
+        let Some(&role) = self.roles.get(depth) else {
+            return;
+        };
+        // How the node's parent codes its `reg`.
+        let parent_cells = ancestors
+            .last()
+            .copied()
+            .unwrap_or(Err(TreeError::Malformed));
+        let facts = &mut self.facts;
+        match role {
+            Role::RootChild(child) => {
+                add_to(&mut facts.memory, |ranges| {
+                    add_memory(ranges, child, properties, parent_cells)
+                });
+                match child {
+                    RootChild::Chosen => facts.read_chosen(properties),
+                    RootChild::Psci => facts.psci_method = properties.string(Name::Method),
+                    _ => {}
+                }
+            }
+            Role::Cpu => add_to(&mut facts.cpus, |cpus| add_cpu(cpus, properties)),
+            Role::Reservation => add_to(&mut facts.reserved, |ranges| {
+                add_reservation(ranges, properties, parent_cells)
+            }),
+            Role::Root | Role::Other => {}
+        }
+    }
+
+    /// `child` unless an earlier child of the root had its name.
+    fn first_of_its_name(&mut self, child: RootChild) -> RootChild {
+        let seen = match child {
+            RootChild::Chosen => &mut self.seen.chosen,
+            RootChild::Psci => &mut self.seen.psci,
+            RootChild::Cpus => &mut self.seen.cpus,
+            RootChild::ReservedMemory => &mut self.seen.reserved_memory,
+            RootChild::NamedMemory | RootChild::Other => return child,
+        };
+        if core::mem::replace(seen, true) {
+            RootChild::Other
+        } else {
+            child
+        }
+    }
+}
+
+impl<'a> Facts<'a> {
+    /// Reads `/chosen` (3.6).
+    fn read_chosen(&mut self, chosen: &Properties<'a>) {
+        self.bootargs = chosen.string(Name::Bootargs).map(Option::unwrap_or_default);
+        self.initrd = initrd(chosen);
+    }
+}
+
+/// The initrd `/chosen` names with `linux,initrd-start` and `linux,initrd-end`
+/// (Linux's `chosen` binding), if the range holds a byte.
+fn initrd(chosen: &Properties<'_>) -> Result<Option<PhysRange>, TreeError> {
+    let start = chosen.integer(Name::InitrdStart)?;
+    let end = chosen.integer(Name::InitrdEnd)?;
+    match (start, end) {
+        (Some(start), Some(end)) if start < end => Ok(Some(PhysRange { start, end })),
+        _ => Ok(None),
+    }
+}
+
+/// Adds the RAM of the root's child `child`, if it is a `memory` node (3.4);
+/// `root_cells` code its `reg`.
+fn add_memory(
+    ranges: &mut Ranges,
+    child: RootChild,
+    properties: &Properties<'_>,
+    root_cells: Result<Cells, TreeError>,
 ) -> Result<(), TreeError> {
-    if depth >= MAX_BUS_DEPTH {
+    let device_type = properties.string(Name::DeviceType)?;
+    if device_type != Some("memory") && child != RootChild::NamedMemory {
         return Ok(());
     }
-    for child in node.children()?.iter() {
-        let child = child?;
-        if let Some(reg) = child.reg()? {
-            for entry in reg.iter::<u64, u64>().flatten() {
-                if let Some(start) = translate(levels, entry.address) {
-                    decoded.push(decoded_range(start, entry.len));
-                }
-            }
-        }
-        let Some(ranges) = child.raw_property("ranges")? else {
+    let Some(reg) = properties.get(Name::Reg) else {
+        return Ok(());
+    };
+    for entry in reg_entries(reg, root_cells?)? {
+        let (address, size) = entry.ok_or(TreeError::Malformed)?;
+        if size == 0 {
             continue;
-        };
-        let translation = if ranges.value.is_empty() {
-            BusTranslation::Identity
-        } else {
-            let Some(windows) = child.ranges()? else {
-                continue;
-            };
-            let is_device = child.reg()?.is_some() || child.children()?.iter().next().is_none();
-            let decoding_windows = windows.iter::<u128, u64, u64>().flatten();
-            for window in decoding_windows.filter(|_| is_device) {
-                if let Some(start) = translate(levels, window.parent_bus_address) {
-                    decoded.push(decoded_range(start, window.len));
-                }
-            }
-            BusTranslation::Windows(windows)
-        };
-        let mut inner: heapless::Vec<BusTranslation<'_>, MAX_BUS_DEPTH> = heapless::Vec::new();
-        inner
-            .extend_from_slice(levels)
-            .map_err(|_| TreeError::TooMany {
-                what: "nested buses",
-            })?;
-        inner.push(translation).map_err(|_| TreeError::TooMany {
-            what: "nested buses",
-        })?;
-        decoded_below(&child, &inner, depth + 1, decoded)?;
+        }
+        let range = PhysRange::checked(address, size).ok_or(TreeError::Malformed)?;
+        push_range(ranges, range, "memory ranges")?;
     }
     Ok(())
 }
 
-fn is_memory_node(node: &TreeNode<'_>) -> Result<bool, TreeError> {
-    if string_property(node, "device_type")? == Some("memory") {
-        return Ok(true);
+/// Adds the CPU a child of `/cpus` describes, if it is one (3.8).
+fn add_cpu(cpus: &mut Cpus, properties: &Properties<'_>) -> Result<(), TreeError> {
+    if properties.string(Name::DeviceType)? != Some("cpu") {
+        return Ok(());
     }
-    Ok(node.name()?.name == "memory")
+    let Some(mpidr) = properties.integer(Name::Reg)? else {
+        return Ok(());
+    };
+    let cpu = TreeCpu {
+        mpidr,
+        release_address: properties.integer(Name::CpuReleaseAddr)?,
+        psci: properties.string(Name::EnableMethod)? == Some("psci"),
+    };
+    cpus.push(cpu)
+        .map_err(|_| TreeError::TooMany { what: "CPUs" })
 }
 
-fn string_property<'a>(node: &TreeNode<'a>, name: &str) -> Result<Option<&'a str>, TreeError> {
-    let Some(property) = node.raw_property(name)? else {
-        return Ok(None);
+/// Adds the `reg` of a child of `/reserved-memory` (3.5.2), coded with the cells of
+/// `/reserved-memory`; entries that do not fit 64 bits are left out.
+fn add_reservation(
+    ranges: &mut Ranges,
+    properties: &Properties<'_>,
+    reserved_memory_cells: Result<Cells, TreeError>,
+) -> Result<(), TreeError> {
+    let Some(reg) = properties.get(Name::Reg) else {
+        return Ok(());
     };
-    property
-        .as_value::<&str>()
-        .map(Some)
-        .map_err(|_| TreeError::Malformed)
+    for (address, size) in reg_entries(reg, reserved_memory_cells?)?.flatten() {
+        if size > 0 {
+            let range = PhysRange::checked(address, size).ok_or(TreeError::Malformed)?;
+            push_range(ranges, range, "reserved ranges")?;
+        }
+    }
+    Ok(())
 }
 
-/// A one- or two-cell integer property.
-fn integer_property(node: &TreeNode<'_>, name: &str) -> Result<Option<u64>, TreeError> {
-    let Some(property) = node.raw_property(name)? else {
-        return Ok(None);
-    };
-    property
-        .as_value::<u64>()
-        .or_else(|_| property.as_value::<u32>().map(u64::from))
-        .map(Some)
-        .map_err(|_| TreeError::Malformed)
+fn push_range(ranges: &mut Ranges, range: PhysRange, what: &'static str) -> Result<(), TreeError> {
+    ranges.push(range).map_err(|_| TreeError::TooMany { what })
+}
+
+/// Runs `add` on the list in `answer`, unless an error already stands there; an
+/// error it returns replaces the list.
+fn add_to<T>(answer: &mut Result<T, TreeError>, add: impl FnOnce(&mut T) -> Result<(), TreeError>) {
+    if let Ok(list) = answer
+        && let Err(error) = add(list)
+    {
+        *answer = Err(error);
+    }
 }
 
 #[cfg(test)]
@@ -599,5 +739,392 @@ mod tests {
         assert_eq!(tree.cpus(), Err(TreeError::NoCpus));
         assert_eq!(tree.bootargs(), Ok(""));
         assert_eq!(tree.psci_method(), Ok(None));
+    }
+
+    /// A piece of a structure block, for blobs `vm_fdt` cannot write (Devicetree
+    /// Specification v0.4, 5.4.1).
+    enum Piece<'a> {
+        /// `FDT_BEGIN_NODE` and the name, NUL-terminated and padded.
+        Begin(&'a str),
+        /// `FDT_PROP`, the value's length, its name's offset, the padded value.
+        Prop(&'a str, &'a [u8]),
+        /// `FDT_END_NODE`.
+        End,
+        /// `FDT_NOP`.
+        Nop,
+        /// `FDT_END`.
+        Finish,
+        /// Any big-endian word.
+        Word(u32),
+    }
+
+    /// A version-17 blob (5.2) with an empty memory reservation block and `pieces`
+    /// as its structure block; each property name is written to the strings block.
+    fn raw_blob(pieces: &[Piece<'_>]) -> Vec<u8> {
+        const HEADER: usize = 40;
+        const RESERVATIONS: usize = 16;
+        let mut structure = Vec::new();
+        let mut strings = Vec::new();
+        let word = |structure: &mut Vec<u8>, value: u32| {
+            structure.extend_from_slice(&value.to_be_bytes());
+        };
+        let padded = |structure: &mut Vec<u8>, bytes: &[u8]| {
+            structure.extend_from_slice(bytes);
+            structure.resize(structure.len().next_multiple_of(4), 0);
+        };
+        for piece in pieces {
+            match piece {
+                Piece::Begin(name) => {
+                    word(&mut structure, 1);
+                    padded(&mut structure, &[name.as_bytes(), b"\0"].concat());
+                }
+                Piece::Prop(name, value) => {
+                    word(&mut structure, 3);
+                    word(&mut structure, value.len() as u32);
+                    word(&mut structure, strings.len() as u32);
+                    strings.extend_from_slice(name.as_bytes());
+                    strings.push(0);
+                    padded(&mut structure, value);
+                }
+                Piece::End => word(&mut structure, 2),
+                Piece::Nop => word(&mut structure, 4),
+                Piece::Finish => word(&mut structure, 9),
+                Piece::Word(value) => word(&mut structure, *value),
+            }
+        }
+        let off_struct = HEADER + RESERVATIONS;
+        let off_strings = off_struct + structure.len();
+        let total = off_strings + strings.len();
+        let header = [
+            0xd00d_feed,
+            total,
+            off_struct,
+            off_strings,
+            HEADER,
+            17,
+            16,
+            0,
+            strings.len(),
+            structure.len(),
+        ];
+        let mut blob: Vec<u8> = header
+            .iter()
+            .flat_map(|&field| (field as u32).to_be_bytes())
+            .collect();
+        blob.resize(off_struct, 0);
+        blob.extend_from_slice(&structure);
+        blob.extend_from_slice(&strings);
+        blob
+    }
+
+    fn parse(blob: &[u8]) -> Result<FirmwareTree<'_>, TreeError> {
+        FirmwareTree::parse(0x4000_0000, Some(blob))
+    }
+
+    /// `reg = <0x40000000 0x10000000>` in two 2-cell numbers.
+    const MEMORY_REG: [u8; 16] = [0, 0, 0, 0, 0x40, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0];
+
+    /// 5.4.2: any number of `FDT_NOP` tokens may come before each node, each
+    /// property and each `FDT_END_NODE`; 5.4.1: they are ignored.
+    #[test]
+    fn nop_tokens_between_nodes_and_properties_are_ignored() {
+        let blob = raw_blob(&[
+            Piece::Nop,
+            Piece::Begin(""),
+            Piece::Nop,
+            Piece::Prop("#size-cells", &2u32.to_be_bytes()),
+            Piece::Nop,
+            Piece::Nop,
+            Piece::Begin("memory@40000000"),
+            Piece::Nop,
+            Piece::Prop("device_type", b"memory\0"),
+            Piece::Nop,
+            Piece::Prop("reg", &MEMORY_REG),
+            Piece::Nop,
+            Piece::End,
+            Piece::Nop,
+            Piece::Begin("chosen"),
+            Piece::Prop("bootargs", b"console=ttyAMA0\0"),
+            Piece::Nop,
+            Piece::End,
+            Piece::Nop,
+            Piece::End,
+            Piece::Nop,
+            Piece::Finish,
+        ]);
+        let tree = parse(&blob).expect("parses");
+        assert_eq!(
+            tree.memory().expect("memory").as_slice(),
+            [PhysRange::new(0x4000_0000, 0x1000_0000)]
+        );
+        assert_eq!(tree.bootargs(), Ok("console=ttyAMA0"));
+        assert_eq!(tree.decodes(0x4000_0000), Ok(true));
+    }
+
+    /// 5.2: `totalsize` covers every block, so a blob shorter than it is cut off;
+    /// 5.4.1: the structure block ends with `FDT_END`, so one that stops short of it
+    /// is too.
+    #[test]
+    fn a_truncated_blob_is_malformed() {
+        let blob = sample_tree();
+        assert_eq!(
+            parse(&blob[..blob.len() - 1]).err(),
+            Some(TreeError::Malformed)
+        );
+        assert_eq!(parse(&blob[..20]).err(), Some(TreeError::Malformed));
+        let no_end = raw_blob(&[Piece::Begin(""), Piece::Begin("chosen"), Piece::End]);
+        assert_eq!(parse(&no_end).err(), Some(TreeError::Malformed));
+        let unterminated_name = raw_blob(&[Piece::Word(1), Piece::Word(0x6162_6364)]);
+        assert_eq!(parse(&unterminated_name).err(), Some(TreeError::Malformed));
+    }
+
+    /// 5.4.1: a property's `len` bytes of value lie in the structure block, and its
+    /// `nameoff` points into the strings block (5.5), whose names end with a NUL.
+    #[test]
+    fn a_property_past_its_block_is_malformed() {
+        const FDT_PROP: u32 = 3;
+        let too_long = raw_blob(&[
+            Piece::Begin(""),
+            Piece::Prop("model", b"virt\0"),
+            Piece::Word(FDT_PROP),
+            Piece::Word(0x1000),
+            Piece::Word(0),
+            Piece::End,
+            Piece::Finish,
+        ]);
+        assert_eq!(parse(&too_long).err(), Some(TreeError::Malformed));
+        let name_past_strings = raw_blob(&[
+            Piece::Begin(""),
+            Piece::Prop("model", b"virt\0"),
+            Piece::Word(FDT_PROP),
+            Piece::Word(0),
+            Piece::Word(6),
+            Piece::End,
+            Piece::Finish,
+        ]);
+        assert_eq!(parse(&name_past_strings).err(), Some(TreeError::Malformed));
+        let mut unterminated_names = raw_blob(&[
+            Piece::Begin(""),
+            Piece::Prop("model", b"virt\0"),
+            Piece::End,
+            Piece::Finish,
+        ]);
+        let last = unterminated_names.len() - 1;
+        unterminated_names[last] = b'x';
+        assert_eq!(parse(&unterminated_names).err(), Some(TreeError::Malformed));
+    }
+
+    /// 5.4.1 defines five tokens; 5.4.2: one root node, each node's properties before
+    /// its children.
+    #[test]
+    fn an_unknown_token_or_a_misplaced_piece_is_malformed() {
+        let unknown = raw_blob(&[Piece::Begin(""), Piece::Word(5), Piece::End, Piece::Finish]);
+        assert_eq!(parse(&unknown).err(), Some(TreeError::Malformed));
+        let property_after_child = raw_blob(&[
+            Piece::Begin(""),
+            Piece::Begin("chosen"),
+            Piece::End,
+            Piece::Prop("model", b"virt\0"),
+            Piece::End,
+            Piece::Finish,
+        ]);
+        assert_eq!(
+            parse(&property_after_child).err(),
+            Some(TreeError::Malformed)
+        );
+        let two_roots = raw_blob(&[
+            Piece::Begin(""),
+            Piece::End,
+            Piece::Begin(""),
+            Piece::End,
+            Piece::Finish,
+        ]);
+        assert_eq!(parse(&two_roots).err(), Some(TreeError::Malformed));
+        let unbalanced = raw_blob(&[Piece::Begin(""), Piece::End, Piece::End, Piece::Finish]);
+        assert_eq!(parse(&unbalanced).err(), Some(TreeError::Malformed));
+    }
+
+    /// Nesting deeper than the reader's fixed stack is refused, not overflowed.
+    #[test]
+    fn nodes_nested_too_deep_are_malformed() {
+        let nested = |depth: usize| {
+            let mut pieces = std::vec![Piece::Begin("")];
+            pieces.extend((1..depth).map(|_| Piece::Begin("bus")));
+            pieces.extend((0..depth).map(|_| Piece::End));
+            pieces.push(Piece::Finish);
+            raw_blob(&pieces)
+        };
+        assert!(parse(&nested(dtb::MAX_DEPTH)).is_ok());
+        assert_eq!(
+            parse(&nested(dtb::MAX_DEPTH + 1)).err(),
+            Some(TreeError::Malformed)
+        );
+    }
+
+    /// 2.3.6: `reg` is coded with the parent's `#address-cells` and `#size-cells`;
+    /// 2.3.5: a client assumes 2 and 1 when they are absent.
+    #[test]
+    fn reg_takes_its_parents_cells_or_the_defaults() {
+        let one_cell_each = raw_blob(&[
+            Piece::Begin(""),
+            Piece::Prop("#address-cells", &1u32.to_be_bytes()),
+            Piece::Prop("#size-cells", &1u32.to_be_bytes()),
+            Piece::Begin("memory@40000000"),
+            Piece::Prop("device_type", b"memory\0"),
+            Piece::Prop(
+                "reg",
+                &[0x40, 0, 0, 0, 0x10, 0, 0, 0, 0x60, 0, 0, 0, 0, 0x10, 0, 0],
+            ),
+            Piece::End,
+            Piece::Begin("reserved-memory"),
+            Piece::Prop("#address-cells", &1u32.to_be_bytes()),
+            Piece::Prop("#size-cells", &1u32.to_be_bytes()),
+            Piece::Prop("ranges", &[]),
+            Piece::Begin("firmware@48000000"),
+            Piece::Prop("reg", &[0x48, 0, 0, 0, 0, 0, 0x10, 0]),
+            Piece::End,
+            Piece::End,
+            Piece::End,
+            Piece::Finish,
+        ]);
+        let tree = parse(&one_cell_each).expect("parses");
+        assert_eq!(
+            tree.memory().expect("memory").as_slice(),
+            [
+                PhysRange::new(0x4000_0000, 0x1000_0000),
+                PhysRange::new(0x6000_0000, 0x10_0000)
+            ]
+        );
+        assert_eq!(
+            tree.reserved_memory().expect("reserved").as_slice(),
+            [PhysRange::new(0x4800_0000, 0x1000)]
+        );
+        assert_eq!(tree.decodes(0x4800_0fff), Ok(true));
+
+        // No cells on the root: 2 address cells and 1 size cell.
+        let default_cells = raw_blob(&[
+            Piece::Begin(""),
+            Piece::Begin("memory@100000000"),
+            Piece::Prop("device_type", b"memory\0"),
+            Piece::Prop("reg", &[0, 0, 0, 1, 0, 0, 0, 0, 0x20, 0, 0, 0]),
+            Piece::End,
+            Piece::End,
+            Piece::Finish,
+        ]);
+        let tree = parse(&default_cells).expect("parses");
+        assert_eq!(
+            tree.memory().expect("memory").as_slice(),
+            [PhysRange::new(0x1_0000_0000, 0x2000_0000)]
+        );
+
+        // 2 + 2 cells declared, a 2 + 1 cell entry given: not a whole entry.
+        let mut cells = sample_tree();
+        let value = [
+            &0x4000_0000u64.to_be_bytes()[..],
+            &0x4000_0000u64.to_be_bytes(),
+        ]
+        .concat();
+        let position = cells
+            .windows(value.len())
+            .position(|window| window == value.as_slice())
+            .expect("the first memory reg");
+        // Shrink the `len` word before the value from 16 to 12 bytes, and nop out the
+        // last cell's word.
+        cells[position - 8..position - 4].copy_from_slice(&12u32.to_be_bytes());
+        cells[position + 12..position + 16].copy_from_slice(&4u32.to_be_bytes());
+        let tree = parse(&cells).expect("parses");
+        assert_eq!(tree.memory(), Err(TreeError::Malformed));
+    }
+
+    /// `linux,initrd-start` and `linux,initrd-end` (Linux's `chosen` binding) are each
+    /// a `<u32>` or a `<u64>`, big-endian (2.2.4); any other length is malformed.
+    #[test]
+    fn the_initrd_takes_32_or_64_bit_values() {
+        let chosen = |start: &[u8], end: &[u8]| {
+            raw_blob(&[
+                Piece::Begin(""),
+                Piece::Begin("chosen"),
+                Piece::Prop("linux,initrd-start", start),
+                Piece::Prop("linux,initrd-end", end),
+                Piece::End,
+                Piece::End,
+                Piece::Finish,
+            ])
+        };
+        let blob = chosen(&0x4800_0000u32.to_be_bytes(), &0x4810_0000u32.to_be_bytes());
+        assert_eq!(
+            parse(&blob).expect("parses").initrd(),
+            Ok(Some(PhysRange::new(0x4800_0000, 0x10_0000)))
+        );
+        let blob = chosen(
+            &0x1_4800_0000u64.to_be_bytes(),
+            &0x1_4810_0000u64.to_be_bytes(),
+        );
+        assert_eq!(
+            parse(&blob).expect("parses").initrd(),
+            Ok(Some(PhysRange::new(0x1_4800_0000, 0x10_0000)))
+        );
+        let blob = chosen(&[0x48, 0, 0], &0x4810_0000u32.to_be_bytes());
+        assert_eq!(
+            parse(&blob).expect("parses").initrd(),
+            Err(TreeError::Malformed)
+        );
+        // An empty range is no initrd.
+        let blob = chosen(&0x4800_0000u32.to_be_bytes(), &0x4800_0000u32.to_be_bytes());
+        assert_eq!(parse(&blob).expect("parses").initrd(), Ok(None));
+    }
+
+    /// A tree whose devices decode more separate ranges than `parse` keeps without
+    /// a heap is walked again, onto the heap, by the first `decodes`.
+    #[test]
+    fn many_devices_spill_to_a_heap_walk() {
+        let devices = decoded::MAX_DECODED as u64 + 8;
+        let mut fdt = FdtWriter::new().expect("writer");
+        let root = fdt.begin_node("").expect("root");
+        fdt.property_u32("#address-cells", 2).expect("prop");
+        fdt.property_u32("#size-cells", 2).expect("prop");
+        for index in 0..devices {
+            // 4 KiB apart, 256 bytes each: no two touch.
+            let base = 0x1000_0000 + index * 0x1000;
+            let node = fdt
+                .begin_node(&std::format!("device@{base:x}"))
+                .expect("node");
+            fdt.property_array_u64("reg", &[base, 0x100]).expect("prop");
+            fdt.end_node(node).expect("end");
+        }
+        fdt.end_node(root).expect("end");
+        let blob = fdt.finish().expect("finish");
+        let tree = parse(&blob).expect("parses");
+        assert!(matches!(tree.decoded, Decoded::Spilled(_)));
+        let last = 0x1000_0000 + (devices - 1) * 0x1000;
+        assert_eq!(tree.decodes(0x1000_0000), Ok(true));
+        assert_eq!(tree.decodes(last + 0xff), Ok(true));
+        assert_eq!(tree.decodes(last + 0x100), Ok(false));
+        assert_eq!(tree.decodes(0x1000_0100), Ok(false));
+    }
+
+    /// A device's `reg` that is not a whole number of entries (2.3.6) spoils only
+    /// `decodes`, not what the boot reads.
+    #[test]
+    fn a_bad_device_reg_spoils_only_decodes() {
+        let blob = raw_blob(&[
+            Piece::Begin(""),
+            Piece::Prop("#size-cells", &2u32.to_be_bytes()),
+            Piece::Begin("memory@40000000"),
+            Piece::Prop("device_type", b"memory\0"),
+            Piece::Prop("reg", &MEMORY_REG),
+            Piece::End,
+            Piece::Begin("serial@9000000"),
+            Piece::Prop("reg", &[0, 0, 0, 0, 0x09, 0, 0, 0, 0, 0]),
+            Piece::End,
+            Piece::End,
+            Piece::Finish,
+        ]);
+        let tree = parse(&blob).expect("parses");
+        assert_eq!(
+            tree.memory().expect("memory").as_slice(),
+            [PhysRange::new(0x4000_0000, 0x1000_0000)]
+        );
+        assert_eq!(tree.decodes(0x4000_0000), Err(TreeError::Malformed));
     }
 }
