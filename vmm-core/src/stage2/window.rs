@@ -43,7 +43,8 @@ pub struct PartitionSpace<M: TableMemory> {
     direct_pages: BTreeMap<u64, u32>,
     traps: BTreeMap<u64, Vec<TrapWindow>>,
     /// Every trapped window, sorted by address (a partition's windows never
-    /// overlap), so the exit handler finds one by binary search.
+    /// overlap), so the exit handler's scan stops at the first window ending
+    /// above the IPA.
     trapped: Vec<TrapWindow>,
 }
 
