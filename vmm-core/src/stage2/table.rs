@@ -540,7 +540,14 @@ impl TableMemory for HeapTables {
                 if end > self.limit {
                     return None;
                 }
-                self.words.resize(end, 0);
+                // One copy of zeroes (a `memcpy` the kernel implements with block
+                // moves), not `resize`, which stores one word per loop iteration.
+                let mut grow = end - self.words.len();
+                while grow > 0 {
+                    let chunk = grow.min(ZEROES.len());
+                    self.words.extend_from_slice(&ZEROES[..chunk]);
+                    grow -= chunk;
+                }
                 offset
             }
         };
@@ -563,6 +570,10 @@ impl TableMemory for HeapTables {
         self.words[word] = value;
     }
 }
+
+/// A 4 KiB table's worth of empty entries, copied into the arena as tables are
+/// handed out.
+static ZEROES: [u64; 512] = [0; 512];
 
 /// The IPAs an entry of `size` bytes at `start` maps.
 const fn entry_range(start: u64, size: u64) -> PhysRange {

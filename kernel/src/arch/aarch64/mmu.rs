@@ -1,9 +1,8 @@
 //! The EL2 stage-1 translation tables: an identity map of the hypervisor's memory.
 //!
-//! Built with `aarch64-paging` (its `El2` regime) from a [`MemoryPlan`]. The tables
-//! are built with the MMU off, before any atomic read-modify-write may run, so they
-//! come from a fixed pool in the image (`.boot_tables`) rather than the heap (which
-//! needs a lock).
+//! Built from a [`MemoryPlan`] with the MMU off, before any atomic read-modify-write
+//! may run, so the tables come from a fixed pool in the image (`.boot_tables`) rather
+//! than the heap (which needs a lock).
 //!
 //! | what                         | attributes                          |
 //! |------------------------------|-------------------------------------|
@@ -15,16 +14,19 @@
 //!
 //! The VA space is 39 bits (`T0SZ` = 25), 4 KiB granule, starting at level 1:
 //! enough for every RAM bank and peripheral of the boards Transom supports.
+//!
+//! The mapper is Transom's own rather than `aarch64-paging`'s: the boot maps a few
+//! hundred pages (the image's sections, device ranges that are not 2 MiB-aligned,
+//! such as the head of `virt`'s redistributor region), and that crate's general
+//! `map_range` cost about 135 instructions per entry, 69,000 of the boot's budget
+//! of 50,000 to the first guest instruction. This one fills a run of entries in a
+//! table with one store each. It needs nothing the crate offers beyond that: the
+//! tables are built once, with the MMU off (no break-before-make), and never change.
 
 use core::arch::asm;
-use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use aarch64_cpu::registers::{ID_AA64MMFR0_EL1, Readable, SCTLR_EL2, TCR_EL2};
-use aarch64_paging::descriptor::{El23Attributes, PhysicalAddress};
-use aarch64_paging::mair::{Mair, MairAttribute, NormalMemory};
-use aarch64_paging::paging::{Constraints, El2, MemoryRegion, PageTable, Translation};
-use aarch64_paging::{MapError, Mapping};
 use transom_boards::PhysRange;
 
 use super::cpu;
@@ -36,39 +38,60 @@ use super::memory::ImageLayout;
 /// block-mapped (the image's edges, small device ranges).
 const POOL_PAGES: usize = 32;
 const VA_BITS: u64 = 39;
-const ROOT_LEVEL: usize = 1;
+/// The root table's level: with 39 VA bits and a 4 KiB granule, level 1
+/// (Arm ARM D8.2.6, table D8-12).
+const ROOT_LEVEL: u32 = 1;
+/// The last level, whose entries are pages.
+const PAGE_LEVEL: u32 = 3;
+const PAGE_SHIFT: u32 = 12;
+/// Entries per table (4 KiB of 8-byte descriptors).
+const ENTRIES: usize = 512;
+const INDEX_BITS: u32 = 9;
+
+/// Descriptor bits of the VMSAv8-64 stage-1 formats (Arm ARM D8.3.1, D8.3.2).
+mod bits {
+    /// Bit 0: the descriptor is valid.
+    pub const VALID: u64 = 1 << 0;
+    /// Bit 1: a table (levels 0-2) or a page (level 3) rather than a block.
+    pub const TABLE_OR_PAGE: u64 = 1 << 1;
+    /// Bits 4:2, `AttrIndx`: which `MAIR_EL2` attribute.
+    pub const fn attribute_index(index: u8) -> u64 {
+        (index as u64) << 2
+    }
+    /// `AP[1]`, RES1 in a regime with one privilege level such as EL2 (D8.4.1.2.1).
+    pub const AP1_RES1: u64 = 1 << 6;
+    /// `AP[2]`: read-only.
+    pub const READ_ONLY: u64 = 1 << 7;
+    /// Bits 9:8, `SH` = 0b11: inner shareable.
+    pub const INNER_SHAREABLE: u64 = 0b11 << 8;
+    /// Bit 10, `AF`: accessed (no access-flag fault on first use).
+    pub const ACCESSED: u64 = 1 << 10;
+    /// Bit 54, `XN` in the EL2 regime: execute-never.
+    pub const EXECUTE_NEVER: u64 = 1 << 54;
+    /// Bits 47:12: the output address of a page or table descriptor, and of a
+    /// block once its low bits are clear.
+    pub const OUTPUT_ADDRESS: u64 = 0x0000_ffff_ffff_f000;
+    /// Bits 63:50 and 11:2: a block's or page's attributes.
+    pub const ATTRIBUTES: u64 = !OUTPUT_ADDRESS & !(VALID | TABLE_OR_PAGE);
+}
 
 const MAIR_DEVICE_NGNRE: u8 = 0;
 const MAIR_NORMAL_WB: u8 = 1;
-const MAIR: Mair = Mair::EMPTY
-    .with_attribute(MAIR_DEVICE_NGNRE, MairAttribute::DEVICE_NGNRE)
-    .with_attribute(
-        MAIR_NORMAL_WB,
-        MairAttribute::normal(
-            NormalMemory::WriteBackNonTransientReadWriteAllocate,
-            NormalMemory::WriteBackNonTransientReadWriteAllocate,
-        ),
-    );
+/// `MAIR_EL2` (Arm ARM D24.2.111): attribute 0 `Device-nGnRE` (0b0000_0100),
+/// attribute 1 Normal inner and outer write-back non-transient, read- and
+/// write-allocate (0b1111_1111).
+const MAIR: u64 = (0x04 << (8 * MAIR_DEVICE_NGNRE as u64)) | (0xff << (8 * MAIR_NORMAL_WB as u64));
 
-/// Normal write-back memory, inner shareable. `USER_RES1` is `AP[1]`, RES1 in the
-/// EL2 regime (Arm ARM D8.4.1.2.1).
-const NORMAL: El23Attributes = El23Attributes::VALID
-    .union(El23Attributes::ATTRIBUTE_INDEX_1)
-    .union(El23Attributes::INNER_SHAREABLE)
-    .union(El23Attributes::ACCESSED)
-    .union(El23Attributes::USER_RES1);
-const DEVICE: El23Attributes = El23Attributes::VALID
-    .union(El23Attributes::ATTRIBUTE_INDEX_0)
-    .union(El23Attributes::ACCESSED)
-    .union(El23Attributes::USER_RES1)
-    .union(El23Attributes::XN);
-const TEXT: El23Attributes = NORMAL.union(El23Attributes::READ_ONLY);
-const READ_ONLY: El23Attributes = NORMAL
-    .union(El23Attributes::READ_ONLY)
-    .union(El23Attributes::XN);
-const READ_WRITE: El23Attributes = NORMAL.union(El23Attributes::XN);
-
-const _: () = assert!(MAIR_NORMAL_WB == 1 && MAIR_DEVICE_NGNRE == 0);
+/// Normal write-back memory, inner shareable.
+const NORMAL: u64 =
+    bits::attribute_index(MAIR_NORMAL_WB) | bits::INNER_SHAREABLE | bits::ACCESSED | bits::AP1_RES1;
+const DEVICE: u64 = bits::attribute_index(MAIR_DEVICE_NGNRE)
+    | bits::ACCESSED
+    | bits::AP1_RES1
+    | bits::EXECUTE_NEVER;
+const TEXT: u64 = NORMAL | bits::READ_ONLY;
+const READ_ONLY: u64 = NORMAL | bits::READ_ONLY | bits::EXECUTE_NEVER;
+const READ_WRITE: u64 = NORMAL | bits::EXECUTE_NEVER;
 
 /// Everything the hypervisor maps at EL2.
 pub struct MemoryPlan<'a> {
@@ -87,13 +110,10 @@ pub struct MemoryPlan<'a> {
 /// Why the EL2 tables could not be built.
 #[derive(Debug)]
 pub enum MmuError {
-    /// `aarch64-paging` refused a range.
-    Map {
-        /// The range.
-        range: PhysRange,
-        /// What it said.
-        error: MapError,
-    },
+    /// The range lies beyond the 39-bit VA space.
+    Unmappable(PhysRange),
+    /// The pool ran out of table pages.
+    PoolExhausted,
 }
 
 /// The system register values that turn the MMU on with the boot tables.
@@ -110,17 +130,19 @@ pub struct MmuRegisters {
 }
 
 #[repr(C, align(4096))]
-struct PoolPage([u64; 512]);
+struct PoolPage([u64; ENTRIES]);
 
 /// The table pool, handed out one page at a time, once. It is outside `.bss`, so
 /// the boot does not zero (and invalidate) 32 pages to use a handful: each page is
 /// zeroed when it is handed out.
 #[unsafe(link_section = ".boot_tables")]
-static mut POOL: [PoolPage; POOL_PAGES] = [const { PoolPage([0; 512]) }; POOL_PAGES];
+static mut POOL: [PoolPage; POOL_PAGES] = [const { PoolPage([0; ENTRIES]) }; POOL_PAGES];
 static POOL_CLAIMED: AtomicBool = AtomicBool::new(false);
 
-/// Hands out pool pages. Pages are never returned: boot tables only grow.
+/// The pool's pages, handed out in order. Pages are never returned: boot tables
+/// only grow.
 struct BootPool {
+    pages: &'static mut [PoolPage; POOL_PAGES],
     next: usize,
 }
 
@@ -133,47 +155,43 @@ impl BootPool {
             "the boot table pool is claimed once"
         );
         POOL_CLAIMED.store(true, Ordering::Relaxed);
-        BootPool { next: 0 }
+        // SAFETY: the flag above lets this run once, so this is the only reference
+        // to POOL ever made.
+        let pages = unsafe { (&raw mut POOL).as_mut() }.expect("a static is not at 0");
+        BootPool { pages, next: 0 }
     }
 
-    /// The first `pages` pages of the pool.
-    fn range(pages: usize) -> PhysRange {
-        let start = (&raw const POOL) as u64;
-        PhysRange::new(start, (pages * size_of::<PoolPage>()) as u64)
+    /// The pages handed out so far.
+    fn used(&self) -> PhysRange {
+        let start = self.pages.as_ptr() as u64;
+        PhysRange::new(start, (self.next * size_of::<PoolPage>()) as u64)
     }
-}
 
-impl Translation<El23Attributes> for BootPool {
-    fn allocate_table(&mut self) -> (NonNull<PageTable<El23Attributes>>, PhysicalAddress) {
-        assert!(
-            self.next < POOL_PAGES,
-            "EL2 boot page-table pool exhausted ({POOL_PAGES} pages)"
-        );
-        // SAFETY: `next` < POOL_PAGES, so the page is inside POOL; `claim` makes this
-        // the only `BootPool`, and `next` only grows, so each page is handed out once.
-        let page = unsafe { (&raw mut POOL).cast::<PoolPage>().add(self.next) };
+    /// A table page not handed out before, as it was left (the caller fills every
+    /// entry); its index in the pool.
+    fn allocate(&mut self) -> Result<&mut [u64; ENTRIES], MmuError> {
+        let page = self
+            .pages
+            .get_mut(self.next)
+            .ok_or(MmuError::PoolExhausted)?;
         self.next += 1;
-        // SAFETY: `page` is a page of POOL handed out to no one else (above), aligned
-        // for `PoolPage`; with the MMU off it is written straight to memory. A zero
-        // page is an empty table: every entry invalid.
-        unsafe { page.write_bytes(0, 1) };
-        let table = NonNull::new(page.cast::<PageTable<El23Attributes>>())
-            .expect("a static's address is not null");
-        (table, PhysicalAddress(page as usize))
+        Ok(&mut page.0)
     }
 
-    unsafe fn deallocate_table(&mut self, _page_table: NonNull<PageTable<El23Attributes>>) {
-        // Boot tables are never freed; a page dropped by a block merge stays unused.
+    fn address(&self, index: usize) -> u64 {
+        self.pages[index].0.as_ptr() as u64
     }
 
-    fn physical_to_virtual(&self, pa: PhysicalAddress) -> NonNull<PageTable<El23Attributes>> {
-        NonNull::new(pa.0 as *mut PageTable<El23Attributes>).expect("tables are never at 0")
+    /// The pool index of the table at `address`, which this pool handed out.
+    fn index_of(&self, address: u64) -> usize {
+        ((address - self.pages.as_ptr() as u64) >> PAGE_SHIFT) as usize
     }
 }
 
 /// The EL2 tables, built and ready to be turned on.
 pub struct El2Tables {
-    mapping: Mapping<BootPool, El2>,
+    pool: BootPool,
+    root: usize,
     registers: MmuRegisters,
 }
 
@@ -185,32 +203,129 @@ impl El2Tables {
 
     /// Pages of the pool in use.
     pub fn pages_used(&self) -> usize {
-        self.mapping.translation().next
+        self.pool.next
+    }
+
+    /// Identity-maps the pages `range` touches with `attributes`, over whatever was
+    /// mapped there.
+    fn map(&mut self, range: PhysRange, attributes: u64) -> Result<(), MmuError> {
+        let page_mask = (1 << PAGE_SHIFT) - 1;
+        if range.end > 1 << VA_BITS || range.start > range.end {
+            return Err(MmuError::Unmappable(range));
+        }
+        let start = range.start & !page_mask;
+        let end = (range.end + page_mask) & !page_mask;
+        self.map_in(self.root, ROOT_LEVEL, start, end, attributes)
+    }
+
+    /// Maps `start..end` (page-aligned, inside the span of `table` at `level`).
+    fn map_in(
+        &mut self,
+        table: usize,
+        level: u32,
+        start: u64,
+        end: u64,
+        attributes: u64,
+    ) -> Result<(), MmuError> {
+        let shift = PAGE_SHIFT + INDEX_BITS * (PAGE_LEVEL - level);
+        let entry_size = 1u64 << shift;
+        let mut address = start;
+        while address < end {
+            let index = (address >> shift) as usize % ENTRIES;
+            let entry_end = (address | (entry_size - 1)) + 1;
+            // Level 1 and 2 entries may be blocks, level 3 entries are pages
+            // (Arm ARM D8.2.6: 1 GiB and 2 MiB blocks with a 4 KiB granule).
+            if address & (entry_size - 1) == 0 && entry_end <= end {
+                let kind = if level == PAGE_LEVEL {
+                    bits::TABLE_OR_PAGE
+                } else {
+                    0
+                };
+                // A run of whole entries, up to the end of the range or of this
+                // table's span: one store each.
+                let table_end = (address | ((entry_size << INDEX_BITS) - 1)) + 1;
+                let run_end = (end & !(entry_size - 1)).min(table_end);
+                let count = ((run_end - address) >> shift) as usize;
+                let entries = &mut self.pool.pages[table].0[index..index + count];
+                let mut output = address;
+                for entry in entries.iter_mut() {
+                    *entry = output | attributes | kind | bits::VALID;
+                    output += entry_size;
+                }
+                address = output;
+                continue;
+            }
+            let next = self.next_table(table, index, level)?;
+            let piece_end = entry_end.min(end);
+            self.map_in(next, level + 1, address, piece_end, attributes)?;
+            address = piece_end;
+        }
+        Ok(())
+    }
+
+    /// The table entry `index` of `table` points at, made if the entry is invalid,
+    /// and split into pages (or 2 MiB blocks) if it is a block, so that a
+    /// narrower mapping can replace part of it.
+    fn next_table(&mut self, table: usize, index: usize, level: u32) -> Result<usize, MmuError> {
+        let entry = self.pool.pages[table].0[index];
+        if entry & bits::VALID != 0 && entry & bits::TABLE_OR_PAGE != 0 {
+            return Ok(self.pool.index_of(entry & bits::OUTPUT_ADDRESS));
+        }
+        let next = self.pool.next;
+        let entries = self.pool.allocate()?;
+        if entry & bits::VALID == 0 {
+            // Every entry invalid.
+            entries.fill(0);
+        } else {
+            split(entry, level + 1, entries);
+        }
+        self.pool.pages[table].0[index] =
+            self.pool.address(next) | bits::TABLE_OR_PAGE | bits::VALID;
+        Ok(next)
     }
 }
 
-fn map(
-    mapping: &mut Mapping<BootPool, El2>,
-    range: PhysRange,
-    attributes: El23Attributes,
-) -> Result<(), MmuError> {
-    let region = MemoryRegion::new(range.start as usize, range.end as usize);
-    mapping
-        .map_range(
-            &region,
-            PhysicalAddress(range.start as usize),
-            attributes,
-            Constraints::empty(),
-        )
-        .map_err(|error| MmuError::Map { range, error })
+/// Fills `entries`, a table at `level`, to map what `block` mapped, with its
+/// attributes.
+fn split(block: u64, level: u32, entries: &mut [u64; ENTRIES]) {
+    let shift = PAGE_SHIFT + INDEX_BITS * (PAGE_LEVEL - level);
+    let kind = if level == PAGE_LEVEL {
+        bits::TABLE_OR_PAGE
+    } else {
+        0
+    };
+    let mut descriptor =
+        (block & bits::OUTPUT_ADDRESS) | (block & bits::ATTRIBUTES) | kind | bits::VALID;
+    for entry in entries.iter_mut() {
+        *entry = descriptor;
+        descriptor += 1 << shift;
+    }
 }
 
 /// Builds the identity map of `plan`. Later, narrower mappings override earlier,
 /// wider ones (the image's pages over the RAM block that holds it).
 pub fn build(plan: &MemoryPlan<'_>) -> Result<El2Tables, MmuError> {
-    let mut mapping = Mapping::new(BootPool::claim(), ROOT_LEVEL, El2);
+    let mut pool = BootPool::claim();
+    let root = pool.next;
+    pool.allocate()?.fill(0);
+    let ttbr0 = pool.address(root);
+    let mut tables = El2Tables {
+        pool,
+        root,
+        registers: MmuRegisters {
+            mair: MAIR,
+            tcr: tcr_value(),
+            ttbr0,
+            sctlr: SCTLR_EL2_RES1
+                | (SCTLR_EL2::M::Enable
+                    + SCTLR_EL2::C::Cacheable
+                    + SCTLR_EL2::I::Cacheable
+                    + SCTLR_EL2::SA::Enable)
+                    .value,
+        },
+    };
     for &ram in plan.ram {
-        map(&mut mapping, ram, READ_WRITE)?;
+        tables.map(ram, READ_WRITE)?;
     }
     if let Some(blob) = plan.device_tree {
         let inside_ram = plan
@@ -218,34 +333,22 @@ pub fn build(plan: &MemoryPlan<'_>) -> Result<El2Tables, MmuError> {
             .iter()
             .any(|ram| ram.start <= blob.start && blob.end <= ram.end);
         if !inside_ram {
-            map(&mut mapping, blob, READ_ONLY)?;
+            tables.map(blob, READ_ONLY)?;
         }
     }
     for &device in plan.devices {
-        map(&mut mapping, device, DEVICE)?;
+        tables.map(device, DEVICE)?;
     }
     // RAM is already read-write: mapping the heap or the data again inside it
     // would only split its blocks into pages with the same attributes.
     for range in [plan.heap, plan.image.data] {
         if !plan.ram.iter().any(|ram| ram.covers(&range)) {
-            map(&mut mapping, range, READ_WRITE)?;
+            tables.map(range, READ_WRITE)?;
         }
     }
-    map(&mut mapping, plan.image.rodata, READ_ONLY)?;
-    map(&mut mapping, plan.image.text, TEXT)?;
-
-    let registers = MmuRegisters {
-        mair: MAIR.0,
-        tcr: tcr_value(),
-        ttbr0: mapping.root_address().0 as u64,
-        sctlr: SCTLR_EL2_RES1
-            | (SCTLR_EL2::M::Enable
-                + SCTLR_EL2::C::Cacheable
-                + SCTLR_EL2::I::Cacheable
-                + SCTLR_EL2::SA::Enable)
-                .value,
-    };
-    Ok(El2Tables { mapping, registers })
+    tables.map(plan.image.rodata, READ_ONLY)?;
+    tables.map(plan.image.text, TEXT)?;
+    Ok(tables)
 }
 
 /// `TCR_EL2` (non-VHE format, Arm ARM D24.2.182): 39-bit VA, 4 KiB granule, table
@@ -285,14 +388,13 @@ pub fn enable(tables: El2Tables, image: &ImageLayout) -> MmuRegisters {
         end: super::entry::stack_top(0),
     };
     cpu::invalidate_dcache_to_poc(stack.start, stack.size());
-    let pool = BootPool::range(tables.pages_used());
+    let pool = tables.pool.used();
     cpu::invalidate_dcache_to_poc(pool.start, pool.size());
     // SAFETY: the tables identity-map the image (code, data, stacks) and the heap
     // with the attributes their use needs, so every access after `msr sctlr_el2`
-    // translates to the same address as before; the tables are kept forever below.
+    // translates to the same address as before; they live in `POOL`, a static
+    // claimed once, so they outlive every CPU that uses them.
     unsafe { activate(&registers) };
-    // The tables must outlive every CPU using them: EL2 never turns its MMU off.
-    core::mem::forget(tables);
     registers
 }
 

@@ -5,6 +5,7 @@ pub mod cpu;
 mod entry;
 pub mod gic;
 pub mod guest;
+mod mem;
 pub mod memory;
 pub mod mmu;
 pub mod psci;
