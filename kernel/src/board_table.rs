@@ -20,6 +20,80 @@ pub fn present_frame(
         .map(|region| region.range())
 }
 
+/// The most grants a board table may have, over all its partitions.
+pub const MAX_GRANTS: usize = 64;
+/// The most partitions: each has a physical CPU of its own.
+const MAX_PARTITIONS: usize = crate::arch::MAX_CPUS;
+
+/// The grants of a board table's partitions, counted at compile time so that
+/// [`Grants`] has room for them.
+pub const fn grant_count(board: &Board) -> usize {
+    let mut count = 0;
+    let mut index = 0;
+    while index < board.partitions.len() {
+        count += board.partitions[index].grants.len();
+        index += 1;
+    }
+    count
+}
+
+/// One grant with its device region and how it reaches the guest.
+#[derive(Clone, Copy)]
+pub struct ResolvedGrant {
+    /// The device region it names.
+    pub region: &'static Region,
+    /// Direct or trapped, as [`Board::mapping`] decides for the boot's granule.
+    pub mapping: Mapping,
+}
+
+/// Every grant of the board table, resolved once per boot. Finding a grant's region
+/// is a search by name, and deciding its mapping walks its span region by region;
+/// the EL2 map, the log and each partition's stage 2 all need both.
+pub struct Grants {
+    resolved: heapless::Vec<ResolvedGrant, MAX_GRANTS>,
+    /// Where each partition's grants start in `resolved`; one more entry marks the
+    /// end of the last.
+    starts: heapless::Vec<usize, { MAX_PARTITIONS + 1 }>,
+}
+
+impl Grants {
+    /// Resolves every grant of `board`, in table order. A grant naming no region
+    /// (which the table's validation rejects) is left out. Panics if the table has
+    /// more than [`MAX_GRANTS`] grants or [`MAX_PARTITIONS`] partitions, which
+    /// `primary_main` rules out at compile time.
+    pub fn resolve(board: &Board) -> Grants {
+        let mut resolved = heapless::Vec::new();
+        let mut starts = heapless::Vec::new();
+        for partition in board.partitions {
+            starts
+                .push(resolved.len())
+                .expect("a partition per CPU at most");
+            for grant in partition.grants {
+                let Some(region) = board.device(grant.device) else {
+                    continue;
+                };
+                let mapping = board.mapping(partition, grant);
+                let entry = ResolvedGrant { region, mapping };
+                if resolved.push(entry).is_err() {
+                    panic!("the board table has more than {} grants", MAX_GRANTS);
+                }
+            }
+        }
+        starts
+            .push(resolved.len())
+            .expect("a partition per CPU at most");
+        Grants { resolved, starts }
+    }
+
+    /// The grants of partition `index`, in table order.
+    pub fn of(&self, index: usize) -> &[ResolvedGrant] {
+        match (self.starts.get(index), self.starts.get(index + 1)) {
+            (Some(&start), Some(&end)) => &self.resolved[start..end],
+            _ => &[],
+        }
+    }
+}
+
 /// The EL2 stage-1 tables use 4 KiB pages, whatever the board's stage-2 granule.
 const EL2_GRANULE: Granule = Granule::Size4KiB;
 
@@ -34,7 +108,7 @@ pub type DeviceWindows = heapless::Vec<PhysRange, MAX_EL2_DEVICE_WINDOWS>;
 /// forwarded from EL2). Nothing else: a device given directly to a guest is never
 /// mapped at EL2. The console comes first, so it is mapped even if the list
 /// overflows; the second value says whether it did.
-pub fn el2_device_windows(board: &Board) -> (DeviceWindows, bool) {
+pub fn el2_device_windows(board: &Board, grants: &Grants) -> (DeviceWindows, bool) {
     let mut windows = DeviceWindows::new();
     let mut overflowed = false;
     let mut add = |region: &Region| {
@@ -50,14 +124,9 @@ pub fn el2_device_windows(board: &Board) -> (DeviceWindows, bool) {
             add(region);
         }
     }
-    for partition in board.partitions {
-        for grant in partition.grants {
-            let Some(region) = board.device(grant.device) else {
-                continue;
-            };
-            if board.mapping(partition, grant) == Mapping::Trapped {
-                add(region);
-            }
+    for grant in &grants.resolved {
+        if grant.mapping == Mapping::Trapped {
+            add(grant.region);
         }
     }
     (windows, overflowed)
@@ -65,19 +134,19 @@ pub fn el2_device_windows(board: &Board) -> (DeviceWindows, bool) {
 
 /// Logs each partition: CPUs, RAM, and every grant with its span, exact device
 /// address, attributes, allowed widths, interrupts and mode.
-pub fn log_partitions(board: &Board) {
+pub fn log_partitions(board: &Board, grants: &Grants) {
     defmt::info!(
         "board table: {=usize} devices, {=usize} partitions, {=str} stage-2 granule",
         board.devices.len(),
         board.partitions.len(),
         board.granule.label()
     );
-    for partition in board.partitions {
-        log_partition(board, partition);
+    for (index, partition) in board.partitions.iter().enumerate() {
+        log_partition(board, partition, grants.of(index));
     }
 }
 
-fn log_partition(board: &Board, partition: &Partition) {
+fn log_partition(board: &Board, partition: &Partition, grants: &[ResolvedGrant]) {
     defmt::info!(
         "partition {=str}: CPUs {=[?]}",
         partition.name,
@@ -92,10 +161,8 @@ fn log_partition(board: &Board, partition: &Partition) {
             ram.size() / (1024 * 1024)
         );
     }
-    for grant in partition.grants {
-        let Some(region) = board.device(grant.device) else {
-            continue;
-        };
+    for grant in grants {
+        let region = grant.region;
         let range = region.range();
         let span = range.span(board.granule);
         let interrupts: heapless::Vec<u32, { transom_boards::MAX_REGION_INTERRUPTS }> =
@@ -113,7 +180,7 @@ fn log_partition(board: &Board, partition: &Partition) {
             region.attributes.label(),
             defmt::Display2Format(&region.access.widths),
             interrupts.as_slice(),
-            board.mapping(partition, grant).label()
+            grant.mapping.label()
         );
     }
 }

@@ -8,7 +8,7 @@ use transom_vmm_core::verdict::Verdict;
 use crate::arch::memory::{self, ImageLayout};
 use crate::arch::mmu::{self, MemoryPlan, MmuRegisters};
 use crate::arch::vectors::{TrapFrame, VectorKind};
-use crate::board_table::{self, DeviceWindows};
+use crate::board_table::{self, DeviceWindows, Grants};
 use crate::log::ConsoleCell;
 use crate::{Board, arch, exit, guest_load, heap, smp, stage2, stage2_probe, vcpu};
 use transom_vmm_core::firmware_tree::{FirmwareTree, Ranges, TreeError};
@@ -24,6 +24,8 @@ struct EarlyBoot {
     board: transom_boards::Board,
     /// Why the table cannot be used with the granule `transom.granule` asked for.
     board_error: Option<BoardError>,
+    /// The grants of the board as EL2 maps it (`board`, unless `board_error`).
+    grants: Grants,
     ram: Ranges,
     firmware_ram: Ranges,
     devices: DeviceWindows,
@@ -35,6 +37,16 @@ struct EarlyBoot {
 
 /// The boot CPU's Rust entry: called by the assembly with the MMU off.
 pub fn primary_main<B: Board>(device_tree: usize, console: &'static ConsoleCell<B::Console>) -> ! {
+    const {
+        assert!(
+            board_table::grant_count(&B::DESC) <= board_table::MAX_GRANTS,
+            "the board table has more grants than the kernel resolves at boot"
+        );
+        assert!(
+            B::DESC.partitions.len() <= arch::MAX_CPUS,
+            "the board table has more partitions than CPUs the kernel runs"
+        );
+    }
     let early = prepare_memory::<B>(device_tree);
     let (mmu, table_pages) = enable_mmu(&early);
     console.install(B::console());
@@ -60,13 +72,13 @@ pub fn primary_main<B: Board>(device_tree: usize, console: &'static ConsoleCell<
     heap::init(board.hypervisor.heap_size);
     log_firmware(tree, &options);
     check_granule_option(&B::DESC, &early);
-    board_table::log_partitions(&board);
+    board_table::log_partitions(&board, &early.grants);
     if board_table::cross_check(&board, tree, &early.firmware_ram) != Verdict::Pass {
         exit::end_run(Verdict::BoardMismatch);
     }
     // Owned here for good: `primary_main` never returns, and the vCPUs of each
     // partition run on these tables.
-    let partitions = match stage2::build_partition_spaces(&board, tree) {
+    let partitions = match stage2::build_partition_spaces(&board, &early.grants, tree) {
         Ok(partitions) => partitions,
         Err(verdict) => exit::end_run(verdict),
     };
@@ -199,12 +211,14 @@ fn prepare_memory<B: Board>(device_tree: usize) -> EarlyBoot {
     } else {
         board
     };
-    let (devices, devices_overflowed) = board_table::el2_device_windows(&mapped_board);
+    let grants = Grants::resolve(&mapped_board);
+    let (devices, devices_overflowed) = board_table::el2_device_windows(&mapped_board, &grants);
     EarlyBoot {
         tree,
         options,
         board,
         board_error,
+        grants,
         ram,
         firmware_ram,
         devices,

@@ -1,8 +1,13 @@
 //! The defmt global logger: frames go to the board's console UART, whole.
 //!
 //! defmt frames are rzCOBS-encoded and zero-delimited, so the host decoder resyncs
-//! after any corruption. A frame is written under a lock owned by one CPU at a time,
+//! after any corruption. A frame is encoded under a lock owned by one CPU at a time,
 //! with interrupts masked, so frames from different CPUs never interleave.
+//!
+//! Frames are encoded by [`transom_vmm_core::rzcobs`] rather than `defmt::Encoder`
+//! (same bytes; defmt's encoder hands each output byte to a callback and cost
+//! about 45 instructions per logged byte), into a buffer that goes to the UART in
+//! one `write_all` when the frame ends or the buffer fills.
 //!
 //! Until [`ConsoleCell::install`] runs (before that the MMU is off and exclusive
 //! accesses, which a lock needs, are not allowed) log calls are dropped.
@@ -11,6 +16,8 @@ use core::cell::UnsafeCell;
 use core::convert::Infallible;
 use core::hint::spin_loop;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use transom_vmm_core::rzcobs::{END_FRAME_LEN, FrameEncoder, max_encoded_len};
 
 use crate::arch;
 
@@ -59,10 +66,21 @@ impl<C: embedded_io::Write<Error = Infallible> + Send + 'static> Default for Con
     }
 }
 
+/// Bytes of encoded frame kept before they go to the console. Most frames are
+/// shorter; a longer one is written in pieces of this size.
+const FRAME_BUFFER: usize = 256;
+
 struct State {
-    encoder: defmt::Encoder,
+    encoder: FrameEncoder,
     console: Option<ConsoleRef>,
     saved_interrupt_mask: u64,
+    /// The frame's encoded bytes not yet written.
+    pending: [u8; FRAME_BUFFER],
+    pending_len: usize,
+    /// Whether a frame was started since boot: the first is preceded by a zero,
+    /// so the host decoder resyncs after whatever an earlier boot left half-sent
+    /// (as `defmt::Encoder::start_frame` does).
+    started: bool,
 }
 
 struct Shared(UnsafeCell<State>);
@@ -71,9 +89,12 @@ struct Shared(UnsafeCell<State>);
 unsafe impl Sync for Shared {}
 
 static STATE: Shared = Shared(UnsafeCell::new(State {
-    encoder: defmt::Encoder::new(),
+    encoder: FrameEncoder::new(),
     console: None,
     saved_interrupt_mask: 0,
+    pending: [0; FRAME_BUFFER],
+    pending_len: 0,
+    started: false,
 }));
 
 const NO_OWNER: usize = 0;
@@ -96,10 +117,49 @@ fn state() -> &'static mut State {
     unsafe { &mut *STATE.0.get() }
 }
 
-fn write_console(bytes: &[u8]) {
-    if let Some(console) = state().console.as_mut() {
+/// Encodes `bytes` into the frame's buffer. [`END_FRAME_LEN`] bytes always stay
+/// free for the frame's end.
+#[inline(always)]
+fn encode(state: &mut State, bytes: &[u8]) {
+    // defmt writes each argument on its own, mostly a few bytes: those go
+    // straight in.
+    if state.pending_len + max_encoded_len(bytes.len()) <= FRAME_BUFFER - END_FRAME_LEN {
+        state
+            .encoder
+            .write(bytes, &mut state.pending, &mut state.pending_len);
+    } else {
+        encode_in_pieces(state, bytes);
+    }
+}
+
+/// Encodes `bytes`, writing the buffer out whenever the rest does not fit.
+#[inline(never)]
+fn encode_in_pieces(state: &mut State, bytes: &[u8]) {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let free = FRAME_BUFFER - END_FRAME_LEN - state.pending_len;
+        // The most input bytes whose encoding fits: `max_encoded_len(n) <= free`
+        // holds for n <= (free - 1) * 4 / 5.
+        let fits = free.saturating_sub(1) * 4 / 5;
+        if fits < rest.len().min(16) {
+            flush_pending(state);
+            continue;
+        }
+        let (now, later) = rest.split_at(rest.len().min(fits));
+        state
+            .encoder
+            .write(now, &mut state.pending, &mut state.pending_len);
+        rest = later;
+    }
+}
+
+/// Writes the buffered bytes to the console.
+fn flush_pending(state: &mut State) {
+    let pending = &state.pending[..state.pending_len];
+    state.pending_len = 0;
+    if let Some(console) = state.console.as_mut() {
         // Infallible: `write_all` blocks until the UART took every byte.
-        let Ok(()) = console.write_all(bytes);
+        let Ok(()) = console.write_all(pending);
     }
 }
 
@@ -126,7 +186,15 @@ unsafe impl defmt::Logger for Logger {
         }
         let state = state();
         state.saved_interrupt_mask = previous_mask;
-        state.encoder.start_frame(write_console);
+        // A frame abandoned by a re-entry is dropped (what of it was written shows
+        // up as one undecodable frame).
+        state.pending_len = 0;
+        state.encoder = FrameEncoder::new();
+        if !state.started {
+            state.started = true;
+            state.pending[0] = 0;
+            state.pending_len = 1;
+        }
     }
 
     unsafe fn flush() {
@@ -143,7 +211,10 @@ unsafe impl defmt::Logger for Logger {
             return;
         }
         let state = state();
-        state.encoder.end_frame(write_console);
+        state
+            .encoder
+            .end_frame(&mut state.pending, &mut state.pending_len);
+        flush_pending(state);
         let previous_mask = state.saved_interrupt_mask;
         OWNER.store(NO_OWNER, Ordering::Release);
         arch::cpu::restore_interrupts(previous_mask);
@@ -153,7 +224,7 @@ unsafe impl defmt::Logger for Logger {
         if !READY.load(Ordering::Acquire) {
             return;
         }
-        state().encoder.write(bytes, write_console);
+        encode(state(), bytes);
     }
 }
 

@@ -13,6 +13,7 @@ use transom_vmm_core::stage2::window::{MappedWindow, PartitionSpace};
 use transom_vmm_core::verdict::Verdict;
 
 use crate::arch::stage2::{self, PartitionTlb};
+use crate::board_table::Grants;
 
 /// Tables each partition's stage 2 may use besides its root: RAM in blocks needs
 /// one or two, and each device window one more at most (the demo partitions use
@@ -69,6 +70,7 @@ impl PartitionStage2 {
 /// besides the root.
 pub fn build_partition_spaces(
     board: &Board,
+    grants: &Grants,
     tree: &FirmwareTree<'_>,
 ) -> Result<Vec<PartitionStage2>, Verdict> {
     let layout = match Stage2Layout::for_cpu(board.granule, stage2::mmfr0()) {
@@ -118,13 +120,10 @@ pub fn build_partition_spaces(
             );
         }
         let mut windows = Vec::with_capacity(partition.grants.len());
-        for grant in partition.grants {
-            let Some(region) = board.device(grant.device) else {
-                continue;
-            };
-            let mode = board.mapping(partition, grant);
+        for grant in grants.of(index) {
+            let region = grant.region;
             let window = space
-                .map_window(region, mode, &mut tlb)
+                .map_window(region, grant.mapping, &mut tlb)
                 .map_err(|error| failed(partition.name, &error))?;
             defmt::info!(
                 "stage 2 of {=str}: window {=str} span {=u64:#x}..{=u64:#x} device IPA {=u64:#x} {=str} {=str}",

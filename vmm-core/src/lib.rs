@@ -17,6 +17,7 @@ pub mod inject;
 pub mod insn;
 pub mod mmio;
 pub mod psci;
+pub mod rzcobs;
 pub mod stage2;
 pub mod verdict;
 pub mod vgic;

@@ -36,9 +36,13 @@ pub fn counter() -> u64 {
 
 /// Microseconds since the counter started (at reset, on the boards Transom runs on).
 pub fn uptime_micros() -> u64 {
-    let frequency = counter_frequency().max(1);
-    let ticks = u128::from(counter());
-    (ticks * 1_000_000 / u128::from(frequency)) as u64
+    const MICROS_PER_SECOND: u64 = 1_000_000;
+    // CNTFRQ_EL0 holds the frequency in bits 31:0 (Arm ARM D24.10.1), so the
+    // remainder times 10^6 stays below 2^52: whole seconds and the fraction apart,
+    // in 64-bit arithmetic (a 128-bit division is a library call per log line).
+    let frequency = (counter_frequency() & u64::from(u32::MAX)).max(1);
+    let ticks = counter();
+    (ticks / frequency) * MICROS_PER_SECOND + (ticks % frequency) * MICROS_PER_SECOND / frequency
 }
 
 /// Waits for an event (or for nothing: `wfe` may return early).
