@@ -250,7 +250,7 @@ mod tests {
             state ^= state >> 7;
             state ^= state << 17;
             let byte = (state >> 24) as u8;
-            data.push(if state % 3 == 0 { 0 } else { byte });
+            data.push(if state.is_multiple_of(3) { 0 } else { byte });
         }
         data.push(1);
         for pieces in [1, 3, 17, 250, 2001] {
