@@ -320,10 +320,33 @@ impl embedded_io::ErrorType for Pl011<'_> {
     type Error = Infallible;
 }
 
+/// Bytes the transmit FIFO holds: 16 in the PL011 (TRM 2.4.3, "16x8 transmit
+/// FIFO"), and in the BCM2711's (its peripherals manual, 11.2).
+const TX_FIFO_DEPTH: usize = 16;
+
 impl embedded_io::Write for Pl011<'_> {
+    /// Writes every byte. When the FIFO is empty (`TXFE`), as many bytes as it
+    /// holds go in without a flag read each; otherwise one byte per `TXFF` check.
+    /// With FIFOs off (`FEN` clear) `TXFE` only says the holding register is empty,
+    /// so the burst is one byte.
     fn write(&mut self, buf: &[u8]) -> Result<usize, Infallible> {
-        for &byte in buf {
-            nb::block!(self.try_write_byte(byte))?;
+        let burst = if field!(self.regs, lcr_h).read().contains(LineControl::FEN) {
+            TX_FIFO_DEPTH
+        } else {
+            1
+        };
+        let mut rest = buf;
+        while let Some((&first, _)) = rest.split_first() {
+            if self.flags().contains(Flags::TXFE) {
+                let (now, later) = rest.split_at(rest.len().min(burst));
+                for &byte in now {
+                    field!(self.regs, dr).write(u32::from(byte));
+                }
+                rest = later;
+            } else {
+                nb::block!(self.try_write_byte(first))?;
+                rest = &rest[1..];
+            }
         }
         Ok(buf.len())
     }
@@ -424,6 +447,17 @@ mod tests {
         let mut uart = Pl011::new(UniqueMmioPointer::from(&mut *regs));
         uart.write_all(b"ok").expect("infallible");
         assert_eq!(regs.dr.0, u32::from(b'k'));
+    }
+
+    #[test]
+    fn an_empty_fifo_takes_a_burst() {
+        let mut regs = fake_registers();
+        regs.fr.0 = Flags::TXFE;
+        regs.lcr_h.0 = LineControl::FEN | LineControl::WLEN_8;
+        let mut uart = Pl011::new(UniqueMmioPointer::from(&mut *regs));
+        // 20 bytes: one burst of the FIFO's 16, then another of 4.
+        uart.write_all(b"0123456789abcdefghij").expect("infallible");
+        assert_eq!(regs.dr.0, u32::from(b'j'));
     }
 
     #[test]

@@ -168,7 +168,7 @@ fn log_partition(board: &Board, partition: &Partition, grants: &[ResolvedGrant])
         let interrupts: heapless::Vec<u32, { transom_boards::MAX_REGION_INTERRUPTS }> =
             region.interrupts.as_slice().iter().map(|id| id.0).collect();
         defmt::info!(
-            "partition {=str}: grant {=str} ({=str}) span {=u64:#x}..{=u64:#x} device {=u64:#x} (+{=u64:#x}, {=u64:#x} bytes) {=str} widths {} INTIDs {=[?]}: {=str}",
+            "partition {=str}: grant {=str} ({=str}) span {=u64:#x}..{=u64:#x} device {=u64:#x} (+{=u64:#x}, {=u64:#x} bytes) {=str} widths {=str} INTIDs {=[?]}: {=str}",
             partition.name,
             region.name,
             region.kind.label(),
@@ -178,7 +178,7 @@ fn log_partition(board: &Board, partition: &Partition, grants: &[ResolvedGrant])
             range.offset(board.granule),
             range.size(),
             region.attributes.label(),
-            defmt::Display2Format(&region.access.widths),
+            region.access.widths.label(),
             interrupts.as_slice(),
             grant.mapping.label()
         );

@@ -168,23 +168,36 @@ impl AccessWidths {
     }
 }
 
+impl AccessWidths {
+    /// The widths in bits, smallest first and separated by `/` ("8/16/32"), or
+    /// "none": a static string per set, so a log line can carry it as a string.
+    pub const fn label(&self) -> &'static str {
+        const LABELS: [&str; 16] = [
+            "none",
+            "8",
+            "16",
+            "8/16",
+            "32",
+            "8/32",
+            "16/32",
+            "8/16/32",
+            "64",
+            "8/64",
+            "16/64",
+            "8/16/64",
+            "32/64",
+            "8/32/64",
+            "16/32/64",
+            "8/16/32/64",
+        ];
+        // Each width's bit is its size in bytes: bit 0 is 8 bits, bit 3 is 64.
+        LABELS[(self.0 & 0b1111) as usize]
+    }
+}
+
 impl fmt::Display for AccessWidths {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_empty() {
-            return f.write_str("none");
-        }
-        let mut first = true;
-        for bytes in [1, 2, 4, 8] {
-            if !self.allows(bytes) {
-                continue;
-            }
-            if !first {
-                f.write_str("/")?;
-            }
-            write!(f, "{}", bytes * 8)?;
-            first = false;
-        }
-        Ok(())
+        f.write_str(self.label())
     }
 }
 
@@ -413,6 +426,30 @@ pub struct Reserved {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every set's label lists exactly the widths it allows, in bits, smallest
+    /// first.
+    #[test]
+    fn widths_labels_list_the_allowed_widths() {
+        extern crate std;
+        use std::string::ToString;
+        use std::vec::Vec;
+        for bits in 0..16u8 {
+            let widths = AccessWidths(bits);
+            let listed: Vec<_> = [1u64, 2, 4, 8]
+                .into_iter()
+                .filter(|&bytes| widths.allows(bytes))
+                .map(|bytes| (bytes * 8).to_string())
+                .collect();
+            let expected = if listed.is_empty() {
+                "none".to_string()
+            } else {
+                listed.join("/")
+            };
+            assert_eq!(widths.label(), expected);
+            assert_eq!(widths.to_string(), expected);
+        }
+    }
 
     #[test]
     fn widths_display_and_membership() {

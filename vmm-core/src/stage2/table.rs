@@ -229,13 +229,16 @@ impl<M: TableMemory> Stage2Tables<M> {
     /// The index of `ipa`'s entry in its table at `level` (the root may be
     /// concatenated tables).
     fn index(&self, level: u32, ipa: u64) -> usize {
-        let geometry = &self.layout.geometry;
-        let entries = if level == self.layout.start_level {
+        ((ipa >> self.layout.geometry.level_shift(level)) as usize) & (self.entries(level) - 1)
+    }
+
+    /// Entries of a table at `level` (the root may be concatenated tables).
+    fn entries(&self, level: u32) -> usize {
+        if level == self.layout.start_level {
             self.layout.root_entries()
         } else {
-            geometry.entries()
-        };
-        ((ipa >> geometry.level_shift(level)) as usize) & (entries - 1)
+            self.layout.geometry.entries()
+        }
     }
 
     fn allocate_table(&mut self) -> Result<u64, Stage2Error> {
@@ -324,58 +327,67 @@ impl<M: TableMemory> Stage2Tables<M> {
             let index = self.index(level, ipa);
             let output = request.output_of(ipa);
             let covers_entry = ipa == entry_start && chunk_end == entry_start + size;
-            let current = Descriptor(self.memory.read(table, index));
             if covers_entry && leaf_here && output.is_multiple_of(size) {
-                let new = template.at(output);
-                if current == new {
-                    ipa = chunk_end;
-                    continue;
-                }
-                if current.is_valid() {
-                    self.break_before_make(
-                        table,
-                        index,
-                        level,
-                        entry_range(entry_start, size),
-                        new,
-                        tlb,
-                    );
-                    *broke = true;
-                    if let Entry::Table(old) = current.decode(level) {
-                        self.free_table(old, level + 1);
+                // A run of whole entries, to the range's end or this table's: RAM
+                // is hundreds of them, and an empty entry takes one write.
+                let entries = self.entries(level);
+                let run = ((range.end - ipa) / size).min((entries - index) as u64);
+                for step in 0..run {
+                    let index = index + step as usize;
+                    let entry_start = ipa + step * size;
+                    let new = template.at(output + step * size);
+                    let current = Descriptor(self.memory.read(table, index));
+                    if current == new {
+                        continue;
                     }
-                } else {
-                    self.memory.write(table, index, new.0);
-                }
-            } else {
-                let next = match current.decode(level) {
-                    Entry::Invalid => {
-                        let next = self.allocate_table()?;
-                        self.memory.write(table, index, Descriptor::table(next).0);
-                        next
-                    }
-                    Entry::Table(next) => next,
-                    Entry::Leaf { output, leaf } => {
-                        let next = self.split(level, output, &leaf)?;
-                        let descriptor = Descriptor::table(next);
+                    if current.is_valid() {
                         self.break_before_make(
                             table,
                             index,
                             level,
                             entry_range(entry_start, size),
-                            descriptor,
+                            new,
                             tlb,
                         );
                         *broke = true;
-                        next
+                        if let Entry::Table(old) = current.decode(level) {
+                            self.free_table(old, level + 1);
+                        }
+                    } else {
+                        self.memory.write(table, index, new.0);
                     }
-                };
-                let chunk = PhysRange {
-                    start: ipa,
-                    end: chunk_end,
-                };
-                self.map_in(next, level + 1, chunk, request, tlb, broke)?;
+                }
+                ipa += run * size;
+                continue;
             }
+            let current = Descriptor(self.memory.read(table, index));
+            let next = match current.decode(level) {
+                Entry::Invalid => {
+                    let next = self.allocate_table()?;
+                    self.memory.write(table, index, Descriptor::table(next).0);
+                    next
+                }
+                Entry::Table(next) => next,
+                Entry::Leaf { output, leaf } => {
+                    let next = self.split(level, output, &leaf)?;
+                    let descriptor = Descriptor::table(next);
+                    self.break_before_make(
+                        table,
+                        index,
+                        level,
+                        entry_range(entry_start, size),
+                        descriptor,
+                        tlb,
+                    );
+                    *broke = true;
+                    next
+                }
+            };
+            let chunk = PhysRange {
+                start: ipa,
+                end: chunk_end,
+            };
+            self.map_in(next, level + 1, chunk, request, tlb, broke)?;
             ipa = chunk_end;
         }
         Ok(())
@@ -512,6 +524,7 @@ impl HeapTables {
         self.live
     }
 
+    #[inline]
     fn word(&self, address: u64, index: usize) -> usize {
         let offset = usize::try_from(address.wrapping_sub(self.base) / 8).unwrap_or(usize::MAX);
         self.first.saturating_add(offset).saturating_add(index)
@@ -561,10 +574,12 @@ impl TableMemory for HeapTables {
         self.live -= 1;
     }
 
+    #[inline]
     fn read(&self, address: u64, index: usize) -> u64 {
         self.words[self.word(address, index)]
     }
 
+    #[inline]
     fn write(&mut self, address: u64, index: usize, value: u64) {
         let word = self.word(address, index);
         self.words[word] = value;
