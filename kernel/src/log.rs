@@ -4,10 +4,11 @@
 //! after any corruption. A frame is encoded under a lock owned by one CPU at a time,
 //! with interrupts masked, so frames from different CPUs never interleave.
 //!
-//! Frames are encoded by [`transom_vmm_core::rzcobs`] rather than `defmt::Encoder`
-//! (same bytes; defmt's encoder hands each output byte to a callback and cost
-//! about 45 instructions per logged byte), into a buffer that goes to the UART in
-//! one `write_all` when the frame ends or the buffer fills.
+//! A frame's bytes are collected in a buffer and encoded in one pass when the frame
+//! ends (or the buffer fills), by [`transom_vmm_core::rzcobs`] rather than
+//! `defmt::Encoder`: same bytes, but defmt's encoder hands each output byte to a
+//! callback and cost about 45 instructions per logged byte. The encoded frame goes
+//! to the UART in one `write_all`.
 //!
 //! Until [`ConsoleCell::install`] runs (before that the MMU is off and exclusive
 //! accesses, which a lock needs, are not allowed) log calls are dropped.
@@ -66,17 +67,23 @@ impl<C: embedded_io::Write<Error = Infallible> + Send + 'static> Default for Con
     }
 }
 
-/// Bytes of encoded frame kept before they go to the console. Most frames are
-/// shorter; a longer one is written in pieces of this size.
-const FRAME_BUFFER: usize = 256;
+/// Bytes of a frame, before encoding, kept until the frame ends. Most frames are
+/// shorter; a longer one is encoded and written in pieces of this size.
+const RAW_BUFFER: usize = 256;
+/// Room for the encoding of a full raw buffer, a leading zero and the frame's end.
+const ENCODED_BUFFER: usize = 1 + max_encoded_len(RAW_BUFFER) + END_FRAME_LEN;
 
 struct State {
     encoder: FrameEncoder,
     console: Option<ConsoleRef>,
     saved_interrupt_mask: u64,
-    /// The frame's encoded bytes not yet written.
-    pending: [u8; FRAME_BUFFER],
-    pending_len: usize,
+    /// The frame's bytes not yet encoded. defmt writes a frame an argument at a
+    /// time, mostly a few bytes each: they are copied here, and encoded in one
+    /// pass when the frame ends.
+    raw: [u8; RAW_BUFFER],
+    raw_len: usize,
+    /// The encoded bytes, written to the console in one go.
+    encoded: [u8; ENCODED_BUFFER],
     /// Whether a frame was started since boot: the first is preceded by a zero,
     /// so the host decoder resyncs after whatever an earlier boot left half-sent
     /// (as `defmt::Encoder::start_frame` does).
@@ -92,8 +99,9 @@ static STATE: Shared = Shared(UnsafeCell::new(State {
     encoder: FrameEncoder::new(),
     console: None,
     saved_interrupt_mask: 0,
-    pending: [0; FRAME_BUFFER],
-    pending_len: 0,
+    raw: [0; RAW_BUFFER],
+    raw_len: 0,
+    encoded: [0; ENCODED_BUFFER],
     started: false,
 }));
 
@@ -117,49 +125,57 @@ fn state() -> &'static mut State {
     unsafe { &mut *STATE.0.get() }
 }
 
-/// Encodes `bytes` into the frame's buffer. [`END_FRAME_LEN`] bytes always stay
-/// free for the frame's end.
+/// Adds `bytes` to the frame.
 #[inline(always)]
-fn encode(state: &mut State, bytes: &[u8]) {
-    // defmt writes each argument on its own, mostly a few bytes: those go
-    // straight in.
-    if state.pending_len + max_encoded_len(bytes.len()) <= FRAME_BUFFER - END_FRAME_LEN {
-        state
-            .encoder
-            .write(bytes, &mut state.pending, &mut state.pending_len);
+fn append(state: &mut State, bytes: &[u8]) {
+    let end = state.raw_len + bytes.len();
+    if let Some(free) = state.raw.get_mut(state.raw_len..end) {
+        // Byte by byte: a `memcpy` call costs more for the few bytes of an argument.
+        for (to, &from) in free.iter_mut().zip(bytes) {
+            *to = from;
+        }
+        state.raw_len = end;
     } else {
-        encode_in_pieces(state, bytes);
+        append_in_pieces(state, bytes);
     }
 }
 
-/// Encodes `bytes`, writing the buffer out whenever the rest does not fit.
+/// Adds `bytes`, which do not fit in what is left of the raw buffer, encoding and
+/// writing the buffer whenever it fills.
 #[inline(never)]
-fn encode_in_pieces(state: &mut State, bytes: &[u8]) {
+fn append_in_pieces(state: &mut State, bytes: &[u8]) {
     let mut rest = bytes;
     while !rest.is_empty() {
-        let free = FRAME_BUFFER - END_FRAME_LEN - state.pending_len;
-        // The most input bytes whose encoding fits: `max_encoded_len(n) <= free`
-        // holds for n <= (free - 1) * 4 / 5.
-        let fits = free.saturating_sub(1) * 4 / 5;
-        if fits < rest.len().min(16) {
-            flush_pending(state);
-            continue;
-        }
-        let (now, later) = rest.split_at(rest.len().min(fits));
-        state
-            .encoder
-            .write(now, &mut state.pending, &mut state.pending_len);
+        let take = rest.len().min(RAW_BUFFER - state.raw_len);
+        let (now, later) = rest.split_at(take);
+        state.raw[state.raw_len..state.raw_len + take].copy_from_slice(now);
+        state.raw_len += take;
         rest = later;
+        if state.raw_len == RAW_BUFFER {
+            write_encoded(state, false);
+        }
     }
 }
 
-/// Writes the buffered bytes to the console.
-fn flush_pending(state: &mut State) {
-    let pending = &state.pending[..state.pending_len];
-    state.pending_len = 0;
+/// Encodes the raw buffer, and the frame's end if `end_frame`, and writes the
+/// result to the console.
+fn write_encoded(state: &mut State, end_frame: bool) {
+    let mut len = 0;
+    if !state.started {
+        state.started = true;
+        state.encoded[0] = 0;
+        len = 1;
+    }
+    state
+        .encoder
+        .write(&state.raw[..state.raw_len], &mut state.encoded, &mut len);
+    state.raw_len = 0;
+    if end_frame {
+        state.encoder.end_frame(&mut state.encoded, &mut len);
+    }
     if let Some(console) = state.console.as_mut() {
         // Infallible: `write_all` blocks until the UART took every byte.
-        let Ok(()) = console.write_all(pending);
+        let Ok(()) = console.write_all(&state.encoded[..len]);
     }
 }
 
@@ -188,13 +204,8 @@ unsafe impl defmt::Logger for Logger {
         state.saved_interrupt_mask = previous_mask;
         // A frame abandoned by a re-entry is dropped (what of it was written shows
         // up as one undecodable frame).
-        state.pending_len = 0;
+        state.raw_len = 0;
         state.encoder = FrameEncoder::new();
-        if !state.started {
-            state.started = true;
-            state.pending[0] = 0;
-            state.pending_len = 1;
-        }
     }
 
     unsafe fn flush() {
@@ -211,10 +222,7 @@ unsafe impl defmt::Logger for Logger {
             return;
         }
         let state = state();
-        state
-            .encoder
-            .end_frame(&mut state.pending, &mut state.pending_len);
-        flush_pending(state);
+        write_encoded(state, true);
         let previous_mask = state.saved_interrupt_mask;
         OWNER.store(NO_OWNER, Ordering::Release);
         arch::cpu::restore_interrupts(previous_mask);
@@ -224,7 +232,7 @@ unsafe impl defmt::Logger for Logger {
         if !READY.load(Ordering::Acquire) {
             return;
         }
-        encode(state(), bytes);
+        append(state(), bytes);
     }
 }
 

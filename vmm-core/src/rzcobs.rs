@@ -31,6 +31,13 @@ pub const fn max_encoded_len(len: usize) -> usize {
 /// terminator.
 pub const END_FRAME_LEN: usize = 2;
 
+/// Whether any byte of `word` is zero (the classic test: a byte's high bit is set
+/// in `(x - 0x01..) & !x & 0x80..` exactly when some byte is zero, though not
+/// always in the right byte, which this test does not need).
+const fn has_zero_byte(word: u64) -> bool {
+    word.wrapping_sub(0x0101_0101_0101_0101) & !word & 0x8080_8080_8080_8080 != 0
+}
+
 /// The encoder's state between slices of one frame.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FrameEncoder {
@@ -55,7 +62,51 @@ impl FrameEncoder {
         let mut n = 0;
         let mut run = self.run;
         let mut zeros = self.zeros;
-        for &byte in data {
+        let mut rest = data;
+        while let Some(&byte) = rest.first() {
+            // Two shapes, most bytes of a defmt frame, go eight or seven at a time:
+            // a zero-map group from its start (integers, with their zero high
+            // bytes), and eight non-zero bytes inside a long group (strings).
+            if run == 0
+                && let Some((group, after)) = rest.split_first_chunk::<7>()
+                && let Some(to) = out.get_mut(n..n + 8)
+            {
+                let mut map = 0u8;
+                let mut kept = 0;
+                for (bit, &byte) in group.iter().enumerate() {
+                    // Stored either way; kept (the cursor moves on) if not zero.
+                    to[kept & 7] = byte;
+                    kept += usize::from(byte != 0);
+                    map |= u8::from(byte == 0) << bit;
+                }
+                n += kept;
+                if map == 0 {
+                    // Seven non-zero bytes: the start of a long group.
+                    run = 7;
+                } else {
+                    out[n] = map;
+                    n += 1;
+                }
+                rest = after;
+                continue;
+            }
+            if (7..=134 - 8).contains(&run)
+                && let Some((eight, after)) = rest.split_first_chunk::<8>()
+                && !has_zero_byte(u64::from_le_bytes(*eight))
+                && let Some(to) = out.get_mut(n..n + 8)
+            {
+                to.copy_from_slice(eight);
+                n += 8;
+                run += 8;
+                if run == 134 {
+                    out[n] = 0xff;
+                    n += 1;
+                    run = 0;
+                }
+                rest = after;
+                continue;
+            }
+            rest = &rest[1..];
             if run < 7 {
                 if byte == 0 {
                     zeros |= 1 << run;

@@ -54,7 +54,7 @@ pub fn build(board: BoardName) -> Result<BuiltImage> {
     let image = out_dir.join(board.image_file_name());
     let bytes = fs::read(&elf).with_context(|| format!("reading {}", elf.display()))?;
     let raw = raw_image(&bytes).with_context(|| format!("converting {}", elf.display()))?;
-    fs::write(&image, &raw)?;
+    write_whole(&image, &raw)?;
     Ok(BuiltImage {
         board,
         elf,
@@ -103,8 +103,28 @@ pub fn build_test_guest() -> Result<BuiltGuest> {
     let out_dir = target_dir.join("images");
     fs::create_dir_all(&out_dir)?;
     let image = out_dir.join("transom-test-guest.img");
-    fs::write(&image, &raw)?;
+    write_whole(&image, &raw)?;
     Ok(BuiltGuest { elf, image })
+}
+
+/// Writes `bytes` to `path` so that a reader sees the old file or the new one,
+/// never a half-written one: to a file of this process's own next to it, then
+/// renamed over `path` (POSIX `rename` replaces atomically). Tests that run at
+/// once each build the hypervisor and the test guest, and read an image another
+/// may be writing.
+pub fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static WRITES: AtomicUsize = AtomicUsize::new(0);
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(
+        ".{}.{}.tmp",
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
+    ));
+    let temporary = PathBuf::from(temporary);
+    fs::write(&temporary, bytes).with_context(|| format!("writing {}", temporary.display()))?;
+    fs::rename(&temporary, path)
+        .with_context(|| format!("renaming {} to {}", temporary.display(), path.display()))
 }
 
 /// Lays the ELF's loadable bytes out from its lowest load address, as `objcopy -O
@@ -149,7 +169,7 @@ pub fn rpi4_device_tree() -> Result<PathBuf> {
         .join("rpi4")
         .join("rpi4-qemu.dtb");
     fs::create_dir_all(path.parent().expect("has a parent"))?;
-    fs::write(&path, blob)?;
+    write_whole(&path, &blob)?;
     Ok(path)
 }
 

@@ -209,7 +209,12 @@ impl Board {
         let Some(region) = self.device(grant.device) else {
             panic!("a grant names no device region");
         };
-        let span = region.range().span(self.granule);
+        let range = region.range();
+        let span = range.span(self.granule);
+        // A region that fills its span has no neighbour in it.
+        if range.covers(&span) {
+            return Mapping::Direct;
+        }
         match self.first_foreign_byte(partition, &span) {
             None => Mapping::Direct,
             Some(_) => Mapping::Trapped,
