@@ -5,10 +5,17 @@
 //! for every property name and value, keeps its strings table in a `BTreeMap` and
 //! grows its vectors as it goes: about 80,000 instructions for the bench guest's
 //! tree, ten times what the boot can afford. This writer does only what `tree`
-//! needs, without an allocation per node or property: the blob goes into one `Vec`
-//! reserved up front, cells are written big-endian in place, unit addresses are
-//! written as hex digits without `core::fmt`, and property names (a tree has about
-//! 25 distinct ones) are deduplicated through a small fixed hash table.
+//! needs, without an allocation per node or property:
+//!
+//! - the blob is one `Vec` of 32-bit words reserved up front, so each token and
+//!   cell is one store (the bare-metal target is built with strict alignment,
+//!   where a byte buffer takes four byte stores per cell);
+//! - unit addresses and numbers in node names are written as digits in place,
+//!   without `core::fmt`;
+//! - property names (a guest tree uses 26) are deduplicated through a small hash
+//!   table. Names are `&'static str`, so a name met again at the same address is
+//!   found without comparing bytes; one with the same text elsewhere is found by
+//!   its text.
 //!
 //! The blob it writes, front to back (5.1; each block where 5.6 aligns it):
 //!
@@ -16,13 +23,15 @@
 //! 0x00  header (5.2)                      ten big-endian u32, filled in last
 //! 0x28  memory reservation block (5.3)    only its terminating zero entry, 8-aligned
 //! 0x38  structure block (5.4)             the tokens, each 4-byte aligned
+//!  ..   (0 or 4 zero bytes)               so the strings block starts 8-aligned
 //!  ..   strings block (5.5)               each property name once, NUL-terminated
 //! ```
 //!
 //! It checks what would make the blob wrong rather than panic: a NUL inside a name
-//! or string, names outside the character sets of 2.2.1 and 2.2.4, a property after
-//! its node's first child or outside every node, nodes ended out of order or left
-//! open, a second root, a phandle given twice.
+//! or string, names outside the character sets of 2.2.1 and 2.2.4.1, a property
+//! after its node's first child or outside every node, nodes ended out of order or
+//! left open, no root or a second one, a phandle given twice. A refused node or
+//! property leaves the structure block as it was.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -244,15 +253,6 @@ fn check_node_name(name: &[u8]) -> Result<(), Error> {
     }
 }
 
-/// A property name by 2.2.4.1.
-fn check_property_name(name: &[u8]) -> Result<(), Error> {
-    if (1..=MAX_NAME_LEN).contains(&name.len()) && all_of_class(name, PROPERTY_NAME_CHAR) {
-        Ok(())
-    } else {
-        Err(name_error(name, Error::InvalidPropertyName))
-    }
-}
-
 /// What is wrong with a name that failed its check: a NUL, or else `otherwise`.
 #[cold]
 fn name_error(name: &[u8], otherwise: Error) -> Error {
@@ -263,12 +263,28 @@ fn name_error(name: &[u8], otherwise: Error) -> Error {
     }
 }
 
-/// A string value: it must not hold the NUL that will end it.
-fn check_string(value: &str) -> Result<(), Error> {
-    if value.as_bytes().contains(&0) {
-        return Err(Error::NulInString);
+/// Copies a string value into `out` (as long as `value`); false if the value holds
+/// a NUL, which would end it early. Checking while copying reads the value once.
+fn copy_string(out: &mut [u8], value: &str) -> bool {
+    for (byte, &value_byte) in out.iter_mut().zip(value.as_bytes()) {
+        if value_byte == 0 {
+            return false;
+        }
+        *byte = value_byte;
     }
-    Ok(())
+    true
+}
+
+/// Copies a name into `out` (as long as `name`); false if a character of it is
+/// not of `class`.
+fn copy_name(out: &mut [u8], name: &[u8], class: u8) -> bool {
+    for (byte, &name_byte) in out.iter_mut().zip(name) {
+        if NAME_CHARS[usize::from(name_byte)] & class == 0 {
+            return false;
+        }
+        *byte = name_byte;
+    }
+    true
 }
 
 /// A property name in the strings block, as [`Strings`] records it.
@@ -317,30 +333,71 @@ impl Strings {
     }
 
     /// Where `name` lies in the strings block, adding it if it is not there yet.
+    #[inline]
     fn offset_of(&mut self, name: &'static str) -> Result<u32, Error> {
+        match self.find_by_address(name) {
+            Some(offset) => Ok(offset),
+            None => self.find_by_text_or_add(name),
+        }
+    }
+
+    /// Where the table has `name` under the same address: the lookup every
+    /// property makes, without comparing bytes.
+    #[inline]
+    fn find_by_address(&self, name: &'static str) -> Option<u32> {
         let bytes = name.as_bytes();
         let address = bytes.as_ptr() as usize;
         let mut slot = name_slot(bytes);
         // At most three quarters of the slots are taken, so the probe meets an
         // empty one.
         while let Some(index) = usize::from(self.slots[slot]).checked_sub(1) {
-            let entry = &mut self.entries[index];
-            if entry.len as usize == bytes.len() {
-                if entry.address == address {
-                    return Ok(entry.offset);
-                }
-                let start = entry.offset as usize;
-                if self.bytes.get(start..start + bytes.len()) == Some(bytes) {
-                    entry.address = address;
-                    return Ok(entry.offset);
-                }
+            let entry = self.entries.get(index)?;
+            if entry.address == address && entry.len as usize == bytes.len() {
+                return Some(entry.offset);
             }
             slot = (slot + 1) % NAME_SLOTS;
         }
-        check_property_name(bytes)?;
-        let offset = u32::try_from(self.bytes.len()).map_err(|_| Error::TooLarge)?;
-        self.bytes.extend_from_slice(bytes);
-        self.bytes.push(0);
+        None
+    }
+
+    /// Where the table has `name`'s text under another address (then it records
+    /// this one), or where `name` goes once added.
+    #[cold]
+    #[inline(never)]
+    fn find_by_text_or_add(&mut self, name: &'static str) -> Result<u32, Error> {
+        let bytes = name.as_bytes();
+        let mut slot = name_slot(bytes);
+        while let Some(index) = usize::from(self.slots[slot]).checked_sub(1) {
+            let entry = &mut self.entries[index];
+            let start = entry.offset as usize;
+            if entry.len as usize == bytes.len()
+                && self.bytes.get(start..start + bytes.len()) == Some(bytes)
+            {
+                entry.address = bytes.as_ptr() as usize;
+                return Ok(entry.offset);
+            }
+            slot = (slot + 1) % NAME_SLOTS;
+        }
+        self.add(bytes, slot)
+    }
+
+    /// Adds a name the table does not hold, checked by 2.2.4.1 (1 to 31 characters
+    /// of table 2.2), recording it at `slot` while the table has room. Kept apart
+    /// from the lookup, which every property makes, so that stays small.
+    fn add(&mut self, bytes: &[u8], slot: usize) -> Result<u32, Error> {
+        let invalid = || name_error(bytes, Error::InvalidPropertyName);
+        if !(1..=MAX_NAME_LEN).contains(&bytes.len()) {
+            return Err(invalid());
+        }
+        let start = self.bytes.len();
+        let offset = u32::try_from(start).map_err(|_| Error::TooLarge)?;
+        // The name and its NUL, which stays zero.
+        self.bytes.resize(start + bytes.len() + 1, 0);
+        if !copy_name(&mut self.bytes[start..], bytes, PROPERTY_NAME_CHAR) {
+            self.bytes.truncate(start);
+            return Err(invalid());
+        }
+        let address = bytes.as_ptr() as usize;
         if self.entries.len() < MAX_RECORDED_NAMES {
             self.entries.push(NameEntry {
                 address,
@@ -473,13 +530,20 @@ impl FdtWriter {
         digits: &[u8],
     ) -> Result<Node, Error> {
         self.check_node_start(false)?;
-        if !is_node_name_base(name.as_bytes()) {
-            return Err(name_error(name.as_bytes(), Error::InvalidNodeName));
+        let base = name.as_bytes();
+        let invalid = || name_error(base, Error::InvalidNodeName);
+        let starts_with_letter = base.first().is_some_and(u8::is_ascii_alphabetic);
+        if !starts_with_letter || base.len() > MAX_NAME_LEN {
+            return Err(invalid());
         }
+        let start = self.words.len();
         self.words.push(cell(FDT_BEGIN_NODE));
-        let out = self.append_string(name.len() + 1 + digits.len());
-        let (base, number) = out.split_at_mut(name.len());
-        base.copy_from_slice(name.as_bytes());
+        let out = self.append_string(base.len() + 1 + digits.len());
+        let (base_out, number) = out.split_at_mut(base.len());
+        if !copy_name(base_out, base, NODE_NAME_CHAR) {
+            self.words.truncate(start);
+            return Err(invalid());
+        }
         number[0] = separator;
         number[1..].copy_from_slice(digits);
         Ok(self.open_node())
@@ -581,10 +645,12 @@ impl FdtWriter {
 
     /// A string property (2.2.4.2 `<string>`): `value` and its NUL.
     pub fn property_string(&mut self, name: &'static str, value: &str) -> Result<(), Error> {
-        check_string(value)?;
+        let start = self.words.len();
         self.property_header(name, value.len() + 1)?;
-        self.append_string(value.len())
-            .copy_from_slice(value.as_bytes());
+        let out = self.append_string(value.len());
+        if !copy_string(out, value) {
+            return Err(self.nul_in_string(start));
+        }
         Ok(())
     }
 
@@ -595,16 +661,15 @@ impl FdtWriter {
         name: &'static str,
         parts: &[&str],
     ) -> Result<(), Error> {
-        let mut len = 0;
-        for part in parts {
-            check_string(part)?;
-            len += part.len();
-        }
+        let len = parts.iter().map(|part| part.len()).sum::<usize>();
+        let start = self.words.len();
         self.property_header(name, len + 1)?;
         let mut out = self.append_string(len);
         for part in parts {
             let (written, rest) = out.split_at_mut(part.len());
-            written.copy_from_slice(part.as_bytes());
+            if !copy_string(written, part) {
+                return Err(self.nul_in_string(start));
+            }
             out = rest;
         }
         Ok(())
@@ -621,14 +686,16 @@ impl FdtWriter {
     ) -> Result<(), Error> {
         let mut digits = [0; 16];
         let digits = hex_digits(unit_address, &mut digits);
-        check_string(node_name)?;
         let len = 1 + node_name.len() + 1 + digits.len();
+        let start = self.words.len();
         self.property_header(name, len + 1)?;
         let out = self.append_string(len);
         let (root, rest) = out.split_at_mut(1);
         root[0] = b'/';
         let (node, unit) = rest.split_at_mut(node_name.len());
-        node.copy_from_slice(node_name.as_bytes());
+        if !copy_string(node, node_name) {
+            return Err(self.nul_in_string(start));
+        }
         unit[0] = b'@';
         unit[1..].copy_from_slice(digits);
         Ok(())
@@ -641,17 +708,16 @@ impl FdtWriter {
         name: &'static str,
         values: &[&str],
     ) -> Result<(), Error> {
-        let mut len = 0;
-        for value in values {
-            check_string(value)?;
-            len += value.len() + 1;
-        }
+        let len = values.iter().map(|value| value.len() + 1).sum();
+        let start = self.words.len();
         self.property_header(name, len)?;
         let mut out = self.append_bytes(len);
         for value in values {
-            let (written, rest) = out.split_at_mut(value.len() + 1);
             // The last byte, the NUL, is already zero.
-            written[..value.len()].copy_from_slice(value.as_bytes());
+            let (written, rest) = out.split_at_mut(value.len() + 1);
+            if !copy_string(written, value) {
+                return Err(self.nul_in_string(start));
+            }
             out = rest;
         }
         Ok(())
@@ -716,26 +782,42 @@ impl FdtWriter {
     /// Writes an `FDT_PROP` token, the value's `len` and the name's offset `nameoff`
     /// (5.4.1), once the property may come here.
     fn property_header(&mut self, name: &'static str, len: usize) -> Result<(), Error> {
-        if self.depth == 0 {
-            return Err(Error::PropertyOutsideNode);
+        if self.depth == 0 || self.child_written || len > u32::MAX as usize {
+            return Err(self.misplaced_property(len));
         }
-        if self.child_written {
-            return Err(Error::PropertyAfterChild);
-        }
-        let len = u32::try_from(len).map_err(|_| Error::TooLarge)?;
         let name_offset = self.strings.offset_of(name)?;
-        self.words.reserve(3);
-        self.words.push(cell(FDT_PROP));
-        self.words.push(cell(len));
-        self.words.push(cell(name_offset));
+        self.words
+            .extend([cell(FDT_PROP), cell(len as u32), cell(name_offset)]);
         Ok(())
+    }
+
+    /// Why a property of `len` bytes may not come here.
+    #[cold]
+    fn misplaced_property(&self, len: usize) -> Error {
+        if self.depth == 0 {
+            Error::PropertyOutsideNode
+        } else if self.child_written {
+            Error::PropertyAfterChild
+        } else {
+            debug_assert!(len > u32::MAX as usize);
+            Error::TooLarge
+        }
+    }
+
+    /// Takes back a property whose string held a NUL, from the structure block's
+    /// length `start` on: an error leaves nothing written.
+    #[cold]
+    fn nul_in_string(&mut self, start: usize) -> Error {
+        self.words.truncate(start);
+        Error::NulInString
     }
 
     /// Appends `len` bytes, zero and padded to the next token (5.4.1), and returns
     /// them to be written.
     fn append_bytes(&mut self, len: usize) -> &mut [u8] {
         let start = self.words.len();
-        self.words.resize(start + len.div_ceil(WORD), 0);
+        self.words
+            .extend(core::iter::repeat_n(0, len.div_ceil(WORD)));
         &mut self.words[start..].as_mut_bytes()[..len]
     }
 
@@ -1233,6 +1315,92 @@ mod tests {
             );
             fdt.end_node(node).expect("end");
         }
+    }
+
+    /// A string refused for its NUL leaves the structure block as it was: the
+    /// node goes on and the blob holds no trace of the refused property.
+    #[test]
+    fn a_refused_string_leaves_nothing_behind() {
+        let mut fdt = FdtWriter::new(0);
+        let root = fdt.begin_node("").expect("root");
+        let refused: [(&str, Result<(), Error>); 4] = [
+            ("string", fdt.property_string("bootargs", "quiet\0")),
+            (
+                "list",
+                fdt.property_string_list("compatible", &["a", "b\0c"]),
+            ),
+            (
+                "concat",
+                fdt.property_string_concat("model", &["abcd", "\0"]),
+            ),
+            ("path", fdt.property_path_at("stdout-path", "\0", 0)),
+        ];
+        for (what, result) in refused {
+            assert_eq!(result, Err(Error::NulInString), "{what}");
+        }
+        fdt.property_string("bootargs", "quiet")
+            .expect("the node goes on");
+        fdt.end_node(root).expect("end");
+        let blob = fdt.finish().expect("finish");
+        assert_eq!(
+            tokens(&blob),
+            [
+                Token::BeginNode(""),
+                Token::Property {
+                    name: "bootargs",
+                    value: b"quiet\0"
+                },
+                Token::EndNode,
+            ]
+        );
+    }
+
+    /// Strings of every length against the 4-byte padding (5.4.1): each value is
+    /// its bytes and NUL, followed by zeros up to the next token.
+    #[test]
+    fn strings_of_every_length_are_padded() {
+        let texts = [
+            "",
+            "a",
+            "ab",
+            "abc",
+            "abcd",
+            "abcde",
+            "abcdefgh",
+            "abcdefghi",
+        ];
+        let mut fdt = FdtWriter::new(0);
+        let root = fdt.begin_node("").expect("root");
+        for (index, text) in texts.iter().enumerate() {
+            let node = fdt.begin_node_at("n", index as u64).expect("node");
+            fdt.property_string("s", text).expect("string");
+            fdt.property_string_list("l", &[text, "x", text])
+                .expect("list");
+            fdt.property_string_concat("c", &[text, "yz", text])
+                .expect("concat");
+            fdt.end_node(node).expect("end");
+        }
+        fdt.end_node(root).expect("end");
+        let blob = fdt.finish().expect("finish");
+        let values: Vec<Vec<u8>> = tokens(&blob)
+            .into_iter()
+            .filter_map(|token| match token {
+                Token::Property { value, .. } => Some(value.to_vec()),
+                _ => None,
+            })
+            .collect();
+        let expected: Vec<Vec<u8>> = texts
+            .iter()
+            .flat_map(|text| {
+                [
+                    format!("{text}\0"),
+                    format!("{text}\0x\0{text}\0"),
+                    format!("{text}yz{text}\0"),
+                ]
+            })
+            .map(String::into_bytes)
+            .collect();
+        assert_eq!(values, expected);
     }
 
     /// Each error's message names what is wrong.
