@@ -59,7 +59,7 @@ pub fn load(
         let files = bundle.as_ref().and_then(|bundle| bundle.guest(stage2.name));
         // A partition granted a UART of its own uses it; the others get the
         // virtual PL011 at the console's address, printed with their name.
-        let vuart = (!has_own_uart(board, table)).then_some(console);
+        let vuart = (!has_own_uart(&stage2)).then_some(console);
         let vgic = virtual_gic(board, &mut stage2, table.cpus, gic, vuart.is_some())?;
         let mut partition = Partition::new(stage2, table.cpus, vuart, vgic);
         if let Some(range) = probe {
@@ -199,10 +199,7 @@ fn virtual_gic(
         _ => return Ok(None),
     };
     let mut lines: Vec<Line> = Vec::new();
-    for (device, _) in &stage2.windows {
-        let Some(region) = board.device(device) else {
-            continue;
-        };
+    for (region, _) in &stage2.windows {
         for &intid in region.interrupts.as_slice() {
             if intid.0 >= transom_vmm_core::vgic::FIRST_SPI
                 && !lines.iter().any(|line| line.intid == intid.0)
@@ -314,10 +311,7 @@ fn load_one(
         *redistributors = vgic.redistributors;
     }
     let mut devices = Vec::new();
-    for (device, window) in &partition.stage2.windows {
-        let Some(region) = board.device(device) else {
-            continue;
-        };
+    for &(region, window) in &partition.stage2.windows {
         if region.compatible.is_empty() && !has_default_compatible(region.kind) {
             defmt::warn!(
                 "partition {=str}: device {=str} ({=str}) has no compatible string; left out of the guest's device tree",
@@ -401,7 +395,7 @@ fn load_one(
     arch::guest::copy_to_guest_ram(ram, tree_base, &blob);
     let x1 = match boot_info_page {
         Some(page) => {
-            write_boot_info(board, partition, page, tree_base)?;
+            write_boot_info(partition, page, tree_base)?;
             page.start
         }
         None => 0,
@@ -440,28 +434,20 @@ struct Loaded {
 
 /// Writes `partition`'s boot-info page at `page` (see
 /// `transom_vmm_core::guest::boot_info`).
-fn write_boot_info(
-    board: &Board,
-    partition: &Partition,
-    page: PhysRange,
-    tree: u64,
-) -> Result<(), Verdict> {
+fn write_boot_info(partition: &Partition, page: PhysRange, tree: u64) -> Result<(), Verdict> {
     let name = partition.stage2.name;
     let windows: Vec<BootWindow<'_>> = partition
         .stage2
         .windows
         .iter()
-        .filter_map(|(device, window)| {
-            let region = board.device(device)?;
-            Some(BootWindow {
-                device,
-                span: window.span,
-                device_ipa: window.device_ipa,
-                size: window.size,
-                mode: window.mode,
-                access: region.access,
-                interrupts: region.interrupts.as_slice(),
-            })
+        .map(|&(region, window)| BootWindow {
+            device: region.name,
+            span: window.span,
+            device_ipa: window.device_ipa,
+            size: window.size,
+            mode: window.mode,
+            access: region.access,
+            interrupts: region.interrupts.as_slice(),
         })
         .collect();
     let bytes = boot_info::build(&windows, partition.cpus.len() as u32, tree)
@@ -488,15 +474,14 @@ fn refused(name: &str, what: &str, error: &dyn core::fmt::Display) -> Verdict {
     Verdict::BadGuest
 }
 
-/// Whether `partition` is granted a UART of its own (then it gets no virtual one).
-fn has_own_uart(board: &Board, partition: &transom_boards::Partition) -> bool {
-    partition.grants.iter().any(|grant| {
-        board.device(grant.device).is_some_and(|region| {
-            matches!(
-                region.kind,
-                DeviceKind::Pl011 | DeviceKind::MiniUart | DeviceKind::Uart16550
-            )
-        })
+/// Whether the partition is granted a UART of its own (then it gets no virtual
+/// one): its stage 2 has a window on one.
+fn has_own_uart(stage2: &PartitionStage2) -> bool {
+    stage2.windows.iter().any(|(region, _)| {
+        matches!(
+            region.kind,
+            DeviceKind::Pl011 | DeviceKind::MiniUart | DeviceKind::Uart16550
+        )
     })
 }
 

@@ -34,8 +34,9 @@ pub struct PartitionStage2 {
     pub vtcr: u64,
     /// Its RAM banks, identity-mapped.
     pub ram: &'static [PhysRange],
-    /// Its windows, in grant order, with the device each shows.
-    pub windows: Vec<(&'static str, MappedWindow)>,
+    /// Its windows, in grant order, with the device region each shows (so no one
+    /// looks the region up by name again).
+    pub windows: Vec<(&'static Region, MappedWindow)>,
     /// The tables and the trap table.
     pub space: PartitionSpace<HeapTables>,
 }
@@ -135,7 +136,7 @@ pub fn build_partition_spaces(
                 region.attributes.label(),
                 window.mode.label()
             );
-            windows.push((region.name, window));
+            windows.push((region, window));
         }
         defmt::info!(
             "stage 2 of {=str}: VMID {=u8}, VTTBR_EL2 {=u64:#x}, {=u64} table pages",

@@ -12,7 +12,7 @@
 //! IPA is the device's exact address and which the trap table resolves to that
 //! window; the hypervisor's memory is out of reach (stage-2 translation fault).
 
-use transom_boards::{Mapping, PhysRange};
+use transom_boards::{Mapping, PhysRange, Region};
 use transom_vmm_core::esr::{Abort, Esr, ExceptionClass, FaultStatus};
 use transom_vmm_core::stage2::window::MappedWindow;
 use transom_vmm_core::verdict::Verdict;
@@ -129,7 +129,7 @@ fn probe(partition: &PartitionStage2, forbidden: PhysRange) -> bool {
                 }
             }
             Expect::Report(report::DIRECT) => {
-                let name = direct.map_or("", |(name, _)| name);
+                let name = direct.map_or("", |(region, _)| region.name);
                 defmt::info!(
                     "stage-2 probe of {=str}: direct window {=str} read 32 bits at IPA {=u64:#x}: {=u64:#x}",
                     partition.name,
@@ -161,7 +161,7 @@ fn probe(partition: &PartitionStage2, forbidden: PhysRange) -> bool {
 fn first_window(
     partition: &PartitionStage2,
     mode: Mapping,
-) -> Option<(&'static str, MappedWindow)> {
+) -> Option<(&'static Region, MappedWindow)> {
     partition
         .windows
         .iter()

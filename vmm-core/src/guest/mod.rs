@@ -5,5 +5,6 @@
 
 pub mod boot_info;
 pub mod bundle;
+pub mod fdt_writer;
 pub mod image;
 pub mod tree;

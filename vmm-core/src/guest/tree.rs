@@ -26,13 +26,14 @@
 //! └── <name>@..     the devices, at their exact addresses
 //! ```
 
-use alloc::format;
+use alloc::borrow::Cow;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
 use transom_boards::{DeviceKind, IntId, PhysRange};
-use vm_fdt::FdtWriter;
+
+use super::fdt_writer::{self, Blob, FdtWriter};
 
 /// The GIC node's phandle: the root's `interrupt-parent`.
 const GIC_PHANDLE: u32 = 1;
@@ -258,12 +259,9 @@ pub enum TreeBuildError<'a> {
         /// The name given.
         name: &'a str,
     },
-    /// `vm-fdt` refused to write the tree (a string holding a NUL byte, a blob past
-    /// 4 GiB).
-    Writer {
-        /// What `vm-fdt` reported.
-        reason: &'static str,
-    },
+    /// The device tree writer refused the tree (a string holding a NUL byte, a blob
+    /// past 4 GiB).
+    Writer(fdt_writer::Error),
 }
 
 impl fmt::Display for TreeBuildError<'_> {
@@ -325,31 +323,16 @@ impl fmt::Display for TreeBuildError<'_> {
                 f,
                 "`stdout` names `{name}`, which is not one of the partition's devices"
             ),
-            TreeBuildError::Writer { reason } => {
-                write!(f, "vm-fdt could not write the device tree: {reason}")
+            TreeBuildError::Writer(error) => {
+                write!(f, "could not write the device tree: {error}")
             }
         }
     }
 }
 
-impl From<vm_fdt::Error> for TreeBuildError<'_> {
-    fn from(error: vm_fdt::Error) -> Self {
-        let reason = match error {
-            vm_fdt::Error::PropertyBeforeBeginNode => "a property before the root node",
-            vm_fdt::Error::PropertyAfterEndNode => "a property after its node ended",
-            vm_fdt::Error::PropertyValueTooLarge => "a property value past 4 GiB",
-            vm_fdt::Error::TotalSizeTooLarge => "the blob would pass 4 GiB",
-            vm_fdt::Error::InvalidString => "a string holds a NUL byte",
-            vm_fdt::Error::OutOfOrderEndNode => "nodes ended out of order",
-            vm_fdt::Error::UnclosedNode => "a node was left open",
-            vm_fdt::Error::InvalidMemoryReservation => "an invalid memory reservation",
-            vm_fdt::Error::OverlappingMemoryReservations => "overlapping memory reservations",
-            vm_fdt::Error::InvalidNodeName => "an invalid node name",
-            vm_fdt::Error::InvalidPropertyName => "an invalid property name",
-            vm_fdt::Error::NodeDepthTooLarge => "nodes nested too deep",
-            vm_fdt::Error::DuplicatePhandle => "a phandle used twice",
-        };
-        TreeBuildError::Writer { reason }
+impl From<fdt_writer::Error> for TreeBuildError<'_> {
+    fn from(error: fdt_writer::Error) -> Self {
+        TreeBuildError::Writer(error)
     }
 }
 
@@ -387,12 +370,12 @@ impl From<vm_fdt::Error> for TreeBuildError<'_> {
 /// .expect("a valid description");
 /// assert_eq!(&blob[..4], &0xd00d_feed_u32.to_be_bytes());
 /// ```
-pub fn build<'a>(tree: &GuestTree<'a>) -> Result<Vec<u8>, TreeBuildError<'a>> {
+pub fn build<'a>(tree: &GuestTree<'a>) -> Result<Blob, TreeBuildError<'a>> {
     let plan = Plan::new(tree)?;
-    let mut fdt = FdtWriter::new()?;
+    let mut fdt = FdtWriter::new(estimated_size(tree));
     let root = fdt.begin_node("")?;
     create_root_properties(&mut fdt, tree.partition)?;
-    create_chosen_node(&mut fdt, tree, plan.stdout_path.as_deref())?;
+    create_chosen_node(&mut fdt, tree, plan.stdout())?;
     create_memory_nodes(&mut fdt, tree.memory)?;
     create_reserved_memory_node(&mut fdt, tree.reserved)?;
     create_cpus_node(&mut fdt, &plan.cpus)?;
@@ -401,19 +384,51 @@ pub fn build<'a>(tree: &GuestTree<'a>) -> Result<Vec<u8>, TreeBuildError<'a>> {
     create_timer_node(&mut fdt, &plan.timer_interrupts)?;
     create_clock_nodes(&mut fdt, &plan.clocks)?;
     for device in &plan.devices {
-        create_device_node(&mut fdt, device)?;
+        create_device_node(&mut fdt, device, plan.ppi_cpu_mask)?;
     }
     fdt.end_node(root)?;
     Ok(fdt.finish()?)
 }
 
+/// The blob's size, overestimated so that the writer reserves it once: a fixed part
+/// for the header, the root, `/chosen`, `/psci`, the GIC, the timer and the strings
+/// block, and a part per node.
+fn estimated_size(tree: &GuestTree<'_>) -> usize {
+    /// The header, the fixed nodes and the strings block: about 900 bytes.
+    const FIXED: usize = 1024;
+    /// A `memory`, reserved-memory child, `cpu` or clock node: under 100 bytes.
+    const PER_SMALL_NODE: usize = 128;
+    /// A device node besides its interrupt cells: under 200 bytes with a long
+    /// `compatible` list.
+    const PER_DEVICE: usize = 256;
+    /// One interrupt specifier: three cells.
+    const PER_INTERRUPT: usize = 12;
+    let small_nodes = tree.memory.len() + tree.reserved.len() + tree.cpus.len();
+    // At most two clock nodes per device.
+    let clock_nodes = 2 * tree.devices.len();
+    let devices: usize = tree
+        .devices
+        .iter()
+        .map(|device| PER_DEVICE + PER_INTERRUPT * device.interrupts.len())
+        .sum();
+    FIXED
+        + tree.partition.len()
+        + tree.bootargs.len()
+        + PER_SMALL_NODE * (small_nodes + clock_nodes)
+        + devices
+}
+
 /// Everything [`build`] derives and checks before it writes a byte.
 struct Plan<'a> {
-    cpus: CpuPlan,
-    timer_interrupts: Vec<u32>,
+    cpus: CpuPlan<'a>,
+    /// The CPU mask every PPI specifier carries.
+    ppi_cpu_mask: u32,
+    timer_interrupts: [u32; 12],
     clocks: FixedClocks,
     devices: Vec<DeviceNode<'a>>,
-    stdout_path: Option<String>,
+    /// The console's index in `devices`, for `/chosen/stdout-path` and
+    /// `/aliases/serial0`.
+    stdout: Option<usize>,
 }
 
 impl<'a> Plan<'a> {
@@ -431,59 +446,75 @@ impl<'a> Plan<'a> {
             .iter()
             .map(|device| DeviceNode::new(device, ppi_cpu_mask, &mut clocks))
             .collect::<Result<Vec<_>, _>>()?;
-        let stdout_path = match tree.stdout {
+        let stdout = match tree.stdout {
             None => None,
-            Some(name) => Some(stdout_path(name, &devices)?),
+            Some(name) => Some(stdout_index(name, &devices)?),
         };
         Ok(Plan {
             cpus,
+            ppi_cpu_mask,
             timer_interrupts,
             clocks,
             devices,
-            stdout_path,
+            stdout,
         })
+    }
+
+    /// The console's node.
+    fn stdout(&self) -> Option<&DeviceNode<'a>> {
+        self.stdout.map(|index| &self.devices[index])
     }
 }
 
 /// The `/cpus` node's shape.
-struct CpuPlan {
-    /// Each vCPU's `reg`: the affinity fields of its MPIDR.
-    affinities: Vec<u64>,
+struct CpuPlan<'a> {
+    /// The vCPUs' MPIDRs, their affinities checked distinct.
+    mpidrs: &'a [u64],
     /// `#address-cells`: 2 when some vCPU has a non-zero Aff3.
     address_cells: u32,
 }
 
-impl CpuPlan {
-    fn new<'a>(mpidrs: &[u64], gic: &GuestGic) -> Result<Self, TreeBuildError<'a>> {
+impl<'a> CpuPlan<'a> {
+    fn new<'e>(mpidrs: &'a [u64], gic: &GuestGic) -> Result<Self, TreeBuildError<'e>> {
         if mpidrs.is_empty() {
             return Err(TreeBuildError::NoCpus);
         }
         if matches!(gic, GuestGic::V2 { .. }) && mpidrs.len() > GICV2_MAX_CPUS {
             return Err(TreeBuildError::TooManyCpusForGicV2 { cpus: mpidrs.len() });
         }
-        let mut affinities: Vec<u64> = Vec::with_capacity(mpidrs.len());
-        for mpidr in mpidrs {
-            let affinity = mpidr & MPIDR_AFFINITY_MASK;
-            if affinities.contains(&affinity) {
+        let plan = CpuPlan {
+            mpidrs,
+            address_cells: 1,
+        };
+        for (index, affinity) in plan.affinities().enumerate() {
+            if plan
+                .affinities()
+                .take(index)
+                .any(|earlier| earlier == affinity)
+            {
                 return Err(TreeBuildError::DuplicateCpu { affinity });
             }
-            affinities.push(affinity);
         }
-        let needs_two_cells = affinities
-            .iter()
-            .any(|&affinity| affinity > u64::from(u32::MAX));
+        let needs_two_cells = plan
+            .affinities()
+            .any(|affinity| affinity > u64::from(u32::MAX));
         let address_cells = if needs_two_cells { 2 } else { 1 };
         Ok(CpuPlan {
-            affinities,
             address_cells,
+            ..plan
         })
+    }
+
+    /// Each vCPU's `reg`: the affinity fields of its MPIDR.
+    fn affinities(&self) -> impl Iterator<Item = u64> + '_ {
+        self.mpidrs.iter().map(|mpidr| mpidr & MPIDR_AFFINITY_MASK)
     }
 
     /// The CPU mask a PPI specifier carries: one bit per vCPU for a GICv2, none for a
     /// GICv3 (`interrupt-controller/arm,gic.yaml`; the v3 binding has no such field).
     fn ppi_cpu_mask(&self, gic: &GuestGic) -> u32 {
         match gic {
-            GuestGic::V2 { .. } => (1u32 << self.affinities.len()) - 1,
+            GuestGic::V2 { .. } => (1u32 << self.mpidrs.len()) - 1,
             GuestGic::V3 { .. } => 0,
         }
     }
@@ -513,12 +544,13 @@ fn spi_specifier(intid: IntId, trigger: u32) -> Option<[u32; 3]> {
 fn timer_specifiers<'a>(
     timer: &TimerInterrupts,
     ppi_cpu_mask: u32,
-) -> Result<Vec<u32>, TreeBuildError<'a>> {
-    let mut cells = Vec::with_capacity(4 * 3);
-    for (name, intid) in timer.in_binding_order() {
+) -> Result<[u32; 12], TreeBuildError<'a>> {
+    let mut cells = [0; 12];
+    let timers = timer.in_binding_order();
+    for (specifier_cells, (name, intid)) in cells.chunks_exact_mut(3).zip(timers) {
         let specifier = ppi_specifier(intid, IRQ_TYPE_LEVEL_LOW, ppi_cpu_mask)
             .ok_or(TreeBuildError::TimerNotPpi { timer: name, intid })?;
-        cells.extend_from_slice(&specifier);
+        specifier_cells.copy_from_slice(&specifier);
     }
     Ok(cells)
 }
@@ -544,16 +576,15 @@ fn check_device_names_and_addresses<'a>(
     Ok(())
 }
 
-/// `/chosen/stdout-path`: the full path of the device named `name`.
-fn stdout_path<'a>(
+/// Where the device named `name` is in `devices`.
+fn stdout_index<'a>(
     name: &'a str,
     devices: &[DeviceNode<'a>],
-) -> Result<String, TreeBuildError<'a>> {
-    let node = devices
+) -> Result<usize, TreeBuildError<'a>> {
+    devices
         .iter()
-        .find(|node| node.device.name == name)
-        .ok_or(TreeBuildError::UnknownStdout { name })?;
-    Ok(format!("/{}", node.node_name))
+        .position(|node| node.device.name == name)
+        .ok_or(TreeBuildError::UnknownStdout { name })
 }
 
 /// The fixed-rate clocks the devices need, one node per frequency.
@@ -590,21 +621,32 @@ enum ClockWiring {
     /// `clocks` (and `clock-names` when `names` is not empty) pointing at fixed
     /// clocks.
     Inputs {
-        phandles: Vec<u32>,
+        /// The clocks' phandles; the first `count` are used.
+        phandles: [u32; 2],
+        count: usize,
         names: &'static [&'static str],
     },
     /// `clock-frequency`.
     Frequency(u32),
 }
 
+impl ClockWiring {
+    /// One input clock, without `clock-names`.
+    fn one(phandle: u32, names: &'static [&'static str]) -> ClockWiring {
+        ClockWiring::Inputs {
+            phandles: [phandle, 0],
+            count: 1,
+            names,
+        }
+    }
+}
+
 /// One device node, derived and checked.
 struct DeviceNode<'a> {
     device: &'a GuestDevice<'a>,
-    /// `<generic name>@<exact start>`.
-    node_name: String,
+    /// The node name without its unit address, the device's exact start.
+    generic_name: Cow<'static, str>,
     compatible: &'a [&'a str],
-    /// The `interrupts` cells, empty for a device without interrupts.
-    interrupts: Vec<u32>,
     clocks: ClockWiring,
 }
 
@@ -621,18 +663,13 @@ impl<'a> DeviceNode<'a> {
             });
         }
         let compatible = compatible_list(device)?;
-        let node_name = format!(
-            "{}@{:x}",
-            generic_node_name(device, compatible),
-            device.reg.start
-        );
-        let interrupts = device_specifiers(device, ppi_cpu_mask)?;
+        let generic_name = generic_node_name(device, compatible);
+        check_device_interrupts(device, ppi_cpu_mask)?;
         let clocks = clock_wiring(device, compatible, clocks)?;
         Ok(DeviceNode {
             device,
-            node_name,
+            generic_name,
             compatible,
-            interrupts,
             clocks,
         })
     }
@@ -662,18 +699,18 @@ fn compatible_list<'a>(device: &GuestDevice<'a>) -> Result<&'a [&'a str], TreeBu
 /// The node name without its unit address: the generic name the Devicetree
 /// Specification (v0.4, 2.2.2) recommends for the device's class, or else the
 /// device's own name cut to the node-name character set.
-fn generic_node_name(device: &GuestDevice<'_>, compatible: &[&str]) -> String {
+fn generic_node_name(device: &GuestDevice<'_>, compatible: &[&str]) -> Cow<'static, str> {
     if compatible.contains(&"arm,pl031") {
-        return String::from("rtc");
+        return Cow::Borrowed("rtc");
     }
     let generic = match device.kind {
         DeviceKind::Pl011 | DeviceKind::MiniUart | DeviceKind::Uart16550 => "serial",
         DeviceKind::VirtioMmio => "virtio_mmio",
         DeviceKind::Timer => "timer",
         DeviceKind::Mailbox => "mailbox",
-        _ => return sanitized_node_name(device.name),
+        _ => return Cow::Owned(sanitized_node_name(device.name)),
     };
-    String::from(generic)
+    Cow::Borrowed(generic)
 }
 
 /// `name` in the node-name character set (Devicetree Specification v0.4, table 2.1:
@@ -696,22 +733,42 @@ fn sanitized_node_name(name: &str) -> String {
     node_name
 }
 
-/// The device's `interrupts` cells: level-high SPIs and PPIs.
-fn device_specifiers<'a>(
+/// A device interrupt's specifier: a level-high PPI or SPI; `None` if `intid` is
+/// neither.
+fn device_specifier(intid: IntId, ppi_cpu_mask: u32) -> Option<[u32; 3]> {
+    ppi_specifier(intid, IRQ_TYPE_LEVEL_HIGH, ppi_cpu_mask)
+        .or_else(|| spi_specifier(intid, IRQ_TYPE_LEVEL_HIGH))
+}
+
+/// Every interrupt of the device has a specifier.
+fn check_device_interrupts<'a>(
     device: &GuestDevice<'a>,
     ppi_cpu_mask: u32,
-) -> Result<Vec<u32>, TreeBuildError<'a>> {
-    let mut cells = Vec::with_capacity(device.interrupts.len() * 3);
-    for &intid in device.interrupts {
-        let specifier = ppi_specifier(intid, IRQ_TYPE_LEVEL_HIGH, ppi_cpu_mask)
-            .or_else(|| spi_specifier(intid, IRQ_TYPE_LEVEL_HIGH))
-            .ok_or(TreeBuildError::BadInterrupt {
-                device: device.name,
-                intid,
-            })?;
-        cells.extend_from_slice(&specifier);
+) -> Result<(), TreeBuildError<'a>> {
+    let bad = device
+        .interrupts
+        .iter()
+        .find(|&&intid| device_specifier(intid, ppi_cpu_mask).is_none());
+    match bad {
+        Some(&intid) => Err(TreeBuildError::BadInterrupt {
+            device: device.name,
+            intid,
+        }),
+        None => Ok(()),
     }
-    Ok(cells)
+}
+
+/// The device's `interrupts` cells: its specifiers one after the other (each one
+/// checked by [`check_device_interrupts`]).
+fn device_interrupt_cells(
+    device: &GuestDevice<'_>,
+    ppi_cpu_mask: u32,
+) -> impl Iterator<Item = u32> {
+    device
+        .interrupts
+        .iter()
+        .filter_map(move |&intid| device_specifier(intid, ppi_cpu_mask))
+        .flatten()
 }
 
 /// The clocks the device's binding requires:
@@ -739,10 +796,7 @@ fn clock_wiring<'a>(
             let core_clock = device
                 .clock_hz
                 .ok_or(missing_clock("serial/brcm,bcm2835-aux-uart.yaml"))?;
-            Ok(ClockWiring::Inputs {
-                phandles: alloc::vec![clocks.phandle(core_clock)],
-                names: &[],
-            })
+            Ok(ClockWiring::one(clocks.phandle(core_clock), &[]))
         }
         DeviceKind::Uart16550 => {
             let hz = device.clock_hz.ok_or(missing_clock("serial/8250.yaml"))?;
@@ -765,24 +819,16 @@ fn primecell_clocks(
         let uartclk = clocks.phandle(functional_clock_hz);
         let apb_pclk = clocks.phandle(DEFAULT_APB_PCLK_HZ);
         return ClockWiring::Inputs {
-            phandles: alloc::vec![uartclk, apb_pclk],
+            phandles: [uartclk, apb_pclk],
+            count: 2,
             names: &["uartclk", "apb_pclk"],
         };
     }
     let apb_pclk = clocks.phandle(functional_clock_hz);
-    ClockWiring::Inputs {
-        phandles: alloc::vec![apb_pclk],
-        names: &["apb_pclk"],
-    }
+    ClockWiring::one(apb_pclk, &["apb_pclk"])
 }
 
-type WriteResult = Result<(), vm_fdt::Error>;
-
-/// Writes `name` as a string list.
-fn property_strings(fdt: &mut FdtWriter, name: &str, values: &[&str]) -> WriteResult {
-    let values = values.iter().map(|&value| String::from(value)).collect();
-    fdt.property_string_list(name, values)
-}
+type WriteResult = Result<(), fdt_writer::Error>;
 
 /// The root's properties (Devicetree Specification v0.4, 3.2): 64-bit addresses and
 /// sizes, the GIC as every node's interrupt parent.
@@ -790,7 +836,7 @@ fn create_root_properties(fdt: &mut FdtWriter, partition: &str) -> WriteResult {
     fdt.property_u32("#address-cells", 2)?;
     fdt.property_u32("#size-cells", 2)?;
     fdt.property_string("compatible", "transom,partition")?;
-    fdt.property_string("model", &format!("transom partition {partition}"))?;
+    fdt.property_string_concat("model", &["transom partition ", partition])?;
     fdt.property_u32("interrupt-parent", GIC_PHANDLE)
 }
 
@@ -799,12 +845,12 @@ fn create_root_properties(fdt: &mut FdtWriter, partition: &str) -> WriteResult {
 fn create_chosen_node(
     fdt: &mut FdtWriter,
     tree: &GuestTree<'_>,
-    stdout: Option<&str>,
+    stdout: Option<&DeviceNode<'_>>,
 ) -> WriteResult {
     let chosen = fdt.begin_node("chosen")?;
     fdt.property_string("bootargs", tree.bootargs)?;
-    if let Some(path) = stdout {
-        fdt.property_string("stdout-path", path)?;
+    if let Some(node) = stdout {
+        fdt.property_path_at("stdout-path", &node.generic_name, node.device.reg.start)?;
     }
     if let Some(initrd) = tree.initrd {
         fdt.property_u64("linux,initrd-start", initrd.start)?;
@@ -813,9 +859,9 @@ fn create_chosen_node(
     fdt.end_node(chosen)?;
     // Linux numbers a UART by its `serialN` alias (`of_alias_get_id`), so with
     // several PL011s the console is ttyAMA0 whatever its address.
-    if let Some(path) = stdout {
+    if let Some(node) = stdout {
         let aliases = fdt.begin_node("aliases")?;
-        fdt.property_string("serial0", path)?;
+        fdt.property_path_at("serial0", &node.generic_name, node.device.reg.start)?;
         fdt.end_node(aliases)?;
     }
     Ok(())
@@ -824,7 +870,7 @@ fn create_chosen_node(
 /// One `memory@<start>` node per RAM piece (Devicetree Specification v0.4, 3.4).
 fn create_memory_nodes(fdt: &mut FdtWriter, memory: &[PhysRange]) -> WriteResult {
     for piece in memory {
-        let node = fdt.begin_node(&format!("memory@{:x}", piece.start))?;
+        let node = fdt.begin_node_at("memory", piece.start)?;
         fdt.property_string("device_type", "memory")?;
         fdt.property_array_u64("reg", &[piece.start, piece.size()])?;
         fdt.end_node(node)?;
@@ -843,7 +889,7 @@ fn create_reserved_memory_node(fdt: &mut FdtWriter, reserved: &[PhysRange]) -> W
     fdt.property_u32("#size-cells", 2)?;
     fdt.property_null("ranges")?;
     for range in reserved {
-        let child = fdt.begin_node(&format!("reserved@{:x}", range.start))?;
+        let child = fdt.begin_node_at("reserved", range.start)?;
         fdt.property_array_u64("reg", &[range.start, range.size()])?;
         fdt.property_null("no-map")?;
         fdt.end_node(child)?;
@@ -852,12 +898,12 @@ fn create_reserved_memory_node(fdt: &mut FdtWriter, reserved: &[PhysRange]) -> W
 }
 
 /// `/cpus` and a `cpu@<affinity>` per vCPU, started through PSCI (`arm/cpus.yaml`).
-fn create_cpus_node(fdt: &mut FdtWriter, cpus: &CpuPlan) -> WriteResult {
+fn create_cpus_node(fdt: &mut FdtWriter, cpus: &CpuPlan<'_>) -> WriteResult {
     let parent = fdt.begin_node("cpus")?;
     fdt.property_u32("#address-cells", cpus.address_cells)?;
     fdt.property_u32("#size-cells", 0)?;
-    for &affinity in &cpus.affinities {
-        let cpu = fdt.begin_node(&format!("cpu@{affinity:x}"))?;
+    for affinity in cpus.affinities() {
+        let cpu = fdt.begin_node_at("cpu", affinity)?;
         fdt.property_string("device_type", "cpu")?;
         fdt.property_string("compatible", "arm,armv8")?;
         if cpus.address_cells == 2 {
@@ -875,7 +921,7 @@ fn create_cpus_node(fdt: &mut FdtWriter, cpus: &CpuPlan) -> WriteResult {
 /// `/psci`: PSCI 1.0 through `HVC`, served by Transom (`arm/psci.yaml`).
 fn create_psci_node(fdt: &mut FdtWriter) -> WriteResult {
     let psci = fdt.begin_node("psci")?;
-    property_strings(fdt, "compatible", &["arm,psci-1.0", "arm,psci-0.2"])?;
+    fdt.property_string_list("compatible", &["arm,psci-1.0", "arm,psci-0.2"])?;
     fdt.property_string("method", "hvc")?;
     fdt.end_node(psci)
 }
@@ -893,7 +939,7 @@ fn create_gic_node(fdt: &mut FdtWriter, gic: &GuestGic) -> WriteResult {
             redistributors,
         } => (distributor, redistributors),
     };
-    let node = fdt.begin_node(&format!("intc@{:x}", distributor.start))?;
+    let node = fdt.begin_node_at("intc", distributor.start)?;
     match gic {
         GuestGic::V2 { .. } => fdt.property_string("compatible", "arm,cortex-a15-gic")?,
         GuestGic::V3 { .. } => {
@@ -931,7 +977,7 @@ fn create_timer_node(fdt: &mut FdtWriter, interrupts: &[u32]) -> WriteResult {
 /// One `clock-<hz>` node per frequency (`clock/fixed-clock.yaml`).
 fn create_clock_nodes(fdt: &mut FdtWriter, clocks: &FixedClocks) -> WriteResult {
     for (hz, phandle) in clocks.iter() {
-        let clock = fdt.begin_node(&format!("clock-{hz}"))?;
+        let clock = fdt.begin_node_numbered("clock", hz.into())?;
         fdt.property_string("compatible", "fixed-clock")?;
         fdt.property_u32("#clock-cells", 0)?;
         fdt.property_u32("clock-frequency", hz)?;
@@ -942,20 +988,29 @@ fn create_clock_nodes(fdt: &mut FdtWriter, clocks: &FixedClocks) -> WriteResult 
 }
 
 /// A device at its exact address, with the clocks its binding requires.
-fn create_device_node(fdt: &mut FdtWriter, node: &DeviceNode<'_>) -> WriteResult {
+fn create_device_node(
+    fdt: &mut FdtWriter,
+    node: &DeviceNode<'_>,
+    ppi_cpu_mask: u32,
+) -> WriteResult {
     let reg = node.device.reg;
-    let device = fdt.begin_node(&node.node_name)?;
-    property_strings(fdt, "compatible", node.compatible)?;
+    let device = fdt.begin_node_at(&node.generic_name, reg.start)?;
+    fdt.property_string_list("compatible", node.compatible)?;
     fdt.property_array_u64("reg", &[reg.start, reg.size()])?;
-    if !node.interrupts.is_empty() {
-        fdt.property_array_u32("interrupts", &node.interrupts)?;
+    if !node.device.interrupts.is_empty() {
+        let cells = device_interrupt_cells(node.device, ppi_cpu_mask);
+        fdt.property_cells("interrupts", cells)?;
     }
     match &node.clocks {
         ClockWiring::None => {}
-        ClockWiring::Inputs { phandles, names } => {
-            fdt.property_array_u32("clocks", phandles)?;
+        ClockWiring::Inputs {
+            phandles,
+            count,
+            names,
+        } => {
+            fdt.property_array_u32("clocks", &phandles[..*count])?;
             if !names.is_empty() {
-                property_strings(fdt, "clock-names", names)?;
+                fdt.property_string_list("clock-names", names)?;
             }
         }
         ClockWiring::Frequency(hz) => fdt.property_u32("clock-frequency", *hz)?,
@@ -1655,10 +1710,8 @@ mod tests {
                 bootargs: "console=ttyAMA0\0root=/dev/vda",
                 ..v3_tree()
             },
-            TreeBuildError::Writer {
-                reason: "a string holds a NUL byte",
-            },
-            "vm-fdt could not write the device tree: a string holds a NUL byte",
+            TreeBuildError::Writer(fdt_writer::Error::NulInString),
+            "could not write the device tree: a string holds a NUL byte",
         );
     }
 
