@@ -293,6 +293,25 @@ impl<M: TableMemory> Stage2Tables<M> {
         }
     }
 
+    /// Replaces the leaf `index` of `table` at `level`, which maps the IPAs `entry`
+    /// to `output` with `leaf`, by a table that maps the same (break-before-make),
+    /// so that part of it can change; returns the new table.
+    #[allow(clippy::too_many_arguments)]
+    fn split_in_place(
+        &mut self,
+        table: u64,
+        index: usize,
+        level: u32,
+        entry: PhysRange,
+        output: u64,
+        leaf: &Leaf,
+        tlb: &mut dyn TlbMaintenance,
+    ) -> Result<u64, Stage2Error> {
+        let next = self.split(level, output, leaf)?;
+        self.break_before_make(table, index, level, entry, Descriptor::table(next), tlb);
+        Ok(next)
+    }
+
     /// A table at `level + 1` that maps what the leaf at `level` mapped.
     fn split(&mut self, level: u32, output: u64, leaf: &Leaf) -> Result<u64, Stage2Error> {
         let table = self.allocate_table()?;
@@ -369,16 +388,9 @@ impl<M: TableMemory> Stage2Tables<M> {
                 }
                 Entry::Table(next) => next,
                 Entry::Leaf { output, leaf } => {
-                    let next = self.split(level, output, &leaf)?;
-                    let descriptor = Descriptor::table(next);
-                    self.break_before_make(
-                        table,
-                        index,
-                        level,
-                        entry_range(entry_start, size),
-                        descriptor,
-                        tlb,
-                    );
+                    let entry = entry_range(entry_start, size);
+                    let next =
+                        self.split_in_place(table, index, level, entry, output, &leaf, tlb)?;
                     *broke = true;
                     next
                 }
@@ -424,16 +436,9 @@ impl<M: TableMemory> Stage2Tables<M> {
                     }
                 }
                 Entry::Leaf { output, leaf } => {
-                    let next = self.split(level, output, &leaf)?;
-                    let descriptor = Descriptor::table(next);
-                    self.break_before_make(
-                        table,
-                        index,
-                        level,
-                        entry_range(entry_start, size),
-                        descriptor,
-                        tlb,
-                    );
+                    let entry = entry_range(entry_start, size);
+                    let next =
+                        self.split_in_place(table, index, level, entry, output, &leaf, tlb)?;
                     let chunk = PhysRange {
                         start: ipa,
                         end: chunk_end,

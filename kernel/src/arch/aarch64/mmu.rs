@@ -227,20 +227,13 @@ impl El2Tables {
         end: u64,
         attributes: u64,
     ) -> Result<(), MmuError> {
-        let shift = PAGE_SHIFT + INDEX_BITS * (PAGE_LEVEL - level);
+        let shift = entry_shift(level);
         let entry_size = 1u64 << shift;
         let mut address = start;
         while address < end {
             let index = (address >> shift) as usize % ENTRIES;
             let entry_end = (address | (entry_size - 1)) + 1;
-            // Level 1 and 2 entries may be blocks, level 3 entries are pages
-            // (Arm ARM D8.2.6: 1 GiB and 2 MiB blocks with a 4 KiB granule).
             if address & (entry_size - 1) == 0 && entry_end <= end {
-                let kind = if level == PAGE_LEVEL {
-                    bits::TABLE_OR_PAGE
-                } else {
-                    0
-                };
                 // A run of whole entries, up to the end of the range or of this
                 // table's span: one store each.
                 let table_end = (address | ((entry_size << INDEX_BITS) - 1)) + 1;
@@ -249,7 +242,7 @@ impl El2Tables {
                 let entries = &mut self.pool.pages[table].0[index..index + count];
                 let mut output = address;
                 for entry in entries.iter_mut() {
-                    *entry = output | attributes | kind | bits::VALID;
+                    *entry = output | attributes | leaf_type(level) | bits::VALID;
                     output += entry_size;
                 }
                 address = output;
@@ -285,17 +278,30 @@ impl El2Tables {
     }
 }
 
-/// Fills `entries`, a table at `level`, to map what `block` mapped, with its
-/// attributes.
-fn split(block: u64, level: u32, entries: &mut [u64; ENTRIES]) {
-    let shift = PAGE_SHIFT + INDEX_BITS * (PAGE_LEVEL - level);
-    let kind = if level == PAGE_LEVEL {
+/// log2 of the bytes an entry of a table at `level` maps.
+const fn entry_shift(level: u32) -> u32 {
+    PAGE_SHIFT + INDEX_BITS * (PAGE_LEVEL - level)
+}
+
+/// The type bits of a leaf at `level`: level 1 and 2 leaves are blocks, level 3
+/// leaves are pages (Arm ARM D8.2.6: 1 GiB and 2 MiB blocks with a 4 KiB granule;
+/// D8.3.1: bit 1 set for a page, clear for a block).
+const fn leaf_type(level: u32) -> u64 {
+    if level == PAGE_LEVEL {
         bits::TABLE_OR_PAGE
     } else {
         0
-    };
-    let mut descriptor =
-        (block & bits::OUTPUT_ADDRESS) | (block & bits::ATTRIBUTES) | kind | bits::VALID;
+    }
+}
+
+/// Fills `entries`, a table at `level`, to map what `block` mapped, with its
+/// attributes.
+fn split(block: u64, level: u32, entries: &mut [u64; ENTRIES]) {
+    let shift = entry_shift(level);
+    let mut descriptor = (block & bits::OUTPUT_ADDRESS)
+        | (block & bits::ATTRIBUTES)
+        | leaf_type(level)
+        | bits::VALID;
     for entry in entries.iter_mut() {
         *entry = descriptor;
         descriptor += 1 << shift;
