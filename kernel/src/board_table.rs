@@ -132,55 +132,48 @@ pub fn el2_device_windows(board: &Board, grants: &Grants) -> (DeviceWindows, boo
     (windows, overflowed)
 }
 
-/// Logs each partition: CPUs, RAM, and every grant with its span, exact device
-/// address, attributes, allowed widths, interrupts and mode.
-pub fn log_partitions(board: &Board, grants: &Grants) {
+/// Logs the table and each partition's CPUs and RAM. Each grant is logged once its
+/// stage-2 window is mapped (`stage2::build_partition_spaces`).
+pub fn log_partitions(board: &Board) {
     defmt::info!(
         "board table: {=usize} devices, {=usize} partitions, {=str} stage-2 granule",
         board.devices.len(),
         board.partitions.len(),
         board.granule.label()
     );
-    for (index, partition) in board.partitions.iter().enumerate() {
-        log_partition(board, partition, grants.of(index));
+    for partition in board.partitions {
+        log_partition(partition);
     }
 }
 
-fn log_partition(board: &Board, partition: &Partition, grants: &[ResolvedGrant]) {
-    defmt::info!(
-        "partition {=str}: CPUs {=[?]}",
-        partition.name,
-        partition.cpus
-    );
-    for ram in partition.ram {
+fn log_partition(partition: &Partition) {
+    // Partitions mostly have one RAM range: it goes on the line with the CPUs.
+    let (first, more) = partition
+        .ram
+        .split_first()
+        .map_or((None, &[][..]), |(first, more)| (Some(first), more));
+    match first {
+        Some(ram) => defmt::info!(
+            "partition {=str}: CPUs {=[?]}, RAM {=u64:#x}..{=u64:#x} ({=u64} MiB)",
+            partition.name,
+            partition.cpus,
+            ram.start,
+            ram.end,
+            ram.size() / (1024 * 1024)
+        ),
+        None => defmt::info!(
+            "partition {=str}: CPUs {=[?]}, no RAM",
+            partition.name,
+            partition.cpus
+        ),
+    }
+    for ram in more {
         defmt::info!(
             "partition {=str}: RAM {=u64:#x}..{=u64:#x} ({=u64} MiB)",
             partition.name,
             ram.start,
             ram.end,
             ram.size() / (1024 * 1024)
-        );
-    }
-    for grant in grants {
-        let region = grant.region;
-        let range = region.range();
-        let span = range.span(board.granule);
-        let interrupts: heapless::Vec<u32, { transom_boards::MAX_REGION_INTERRUPTS }> =
-            region.interrupts.as_slice().iter().map(|id| id.0).collect();
-        defmt::info!(
-            "partition {=str}: grant {=str} ({=str}) span {=u64:#x}..{=u64:#x} device {=u64:#x} (+{=u64:#x}, {=u64:#x} bytes) {=str} widths {=str} INTIDs {=[?]}: {=str}",
-            partition.name,
-            region.name,
-            region.kind.label(),
-            span.start,
-            span.end,
-            range.start,
-            range.offset(board.granule),
-            range.size(),
-            region.attributes.label(),
-            region.access.widths.label(),
-            interrupts.as_slice(),
-            grant.mapping.label()
         );
     }
 }
@@ -247,18 +240,20 @@ pub fn cross_check(board: &Board, tree: &FirmwareTree<'_>, firmware_ram: &Ranges
 }
 
 fn check_devices(board: &Board, tree: &FirmwareTree<'_>) {
+    // A board table lists the frames of every GIC generation the machine can have
+    // (QEMU `virt` has gic-version=2 and 3); the absent ones are expected, and
+    // reported together.
+    let mut absent_frames = heapless::Vec::<AbsentFrame<'_>, 8>::new();
     for region in board.devices {
         match tree.decodes(region.base) {
             Ok(true) => {}
-            // A board table lists the frames of every GIC generation the machine
-            // can have (QEMU `virt` has gic-version=2 and 3); the absent ones are
-            // expected.
-            Ok(false) if region.kind.is_interrupt_controller() => defmt::info!(
-                "board table: {=str} frame {=str} at {=u64:#x} is not on this machine",
-                region.kind.label(),
-                region.name,
-                region.base
-            ),
+            Ok(false) if region.kind.is_interrupt_controller() => {
+                if let Err(frame) = absent_frames.push(AbsentFrame(region)) {
+                    log_absent_frames(&absent_frames);
+                    absent_frames.clear();
+                    let _ = absent_frames.push(frame);
+                }
+            }
             Ok(false) => defmt::warn!(
                 "board table: device {=str} at {=u64:#x} is not in the firmware's device tree",
                 region.name,
@@ -273,6 +268,31 @@ fn check_devices(board: &Board, tree: &FirmwareTree<'_>) {
             }
         }
     }
+    if !absent_frames.is_empty() {
+        log_absent_frames(&absent_frames);
+    }
+}
+
+/// A GIC frame of the board table that the machine does not have.
+struct AbsentFrame<'a>(&'a Region);
+
+impl defmt::Format for AbsentFrame<'_> {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(
+            f,
+            "{=str} frame {=str} at {=u64:#x}",
+            self.0.kind.label(),
+            self.0.name,
+            self.0.base
+        );
+    }
+}
+
+fn log_absent_frames(frames: &[AbsentFrame<'_>]) {
+    defmt::info!(
+        "board table: GIC frames not on this machine: {=[?]}",
+        frames
+    );
 }
 
 fn check_cpus(board: &Board, tree: &FirmwareTree<'_>) {

@@ -72,7 +72,7 @@ pub fn primary_main<B: Board>(device_tree: usize, console: &'static ConsoleCell<
     heap::init(board.hypervisor.heap_size);
     log_firmware(tree, &options);
     check_granule_option(&B::DESC, &early);
-    board_table::log_partitions(&board, &early.grants);
+    board_table::log_partitions(&board);
     if board_table::cross_check(&board, tree, &early.firmware_ram) != Verdict::Pass {
         exit::end_run(Verdict::BoardMismatch);
     }
@@ -299,25 +299,15 @@ fn enable_mmu(early: &EarlyBoot) -> (MmuRegisters, usize) {
 
 fn log_banner<B: Board>() {
     defmt::info!(
-        "Transom {=str} on board {=str}",
+        "Transom {=str} on board {=str}, running at EL{=u8} on CPU MPIDR {=u64:#x}",
         env!("CARGO_PKG_VERSION"),
-        B::DESC.name
-    );
-    defmt::info!(
-        "running at EL{=u8} on CPU MPIDR {=u64:#x}",
+        B::DESC.name,
         arch::cpu::current_el(),
         arch::cpu::mpidr()
     );
 }
 
 fn log_memory(early: &EarlyBoot, table_pages: usize) {
-    let image = early.image.whole();
-    defmt::info!(
-        "image: {=u64:#x}..{=u64:#x} ({=u64} KiB)",
-        image.start,
-        image.end,
-        image.size() / 1024
-    );
     for bank in &early.ram {
         defmt::info!(
             "RAM: {=u64:#x}..{=u64:#x} ({=u64} MiB)",
@@ -326,25 +316,26 @@ fn log_memory(early: &EarlyBoot, table_pages: usize) {
             bank.size() / (1024 * 1024)
         );
     }
+    let image = early.image.whole();
     defmt::info!(
-        "heap: {=u64:#x}..{=u64:#x} ({=u64} KiB)",
+        "image: {=u64:#x}..{=u64:#x} ({=u64} KiB), heap: {=u64:#x}..{=u64:#x} ({=u64} KiB), EL2 stage-1 tables: {=usize} pages; MMU and caches on",
+        image.start,
+        image.end,
+        image.size() / 1024,
         early.heap.start,
         early.heap.end,
-        early.heap.size() / 1024
-    );
-    defmt::info!(
-        "EL2 stage-1 tables: {=usize} pages; MMU and caches on",
+        early.heap.size() / 1024,
         table_pages
     );
 }
 
 fn log_firmware(tree: &FirmwareTree<'_>, options: &BootOptions<'_>) {
     defmt::info!(
-        "firmware device tree: {=u64:#x}..{=u64:#x}",
+        "firmware device tree: {=u64:#x}..{=u64:#x}, bootargs: \"{=str}\"",
         tree.blob.start,
-        tree.blob.end
+        tree.blob.end,
+        tree.bootargs().unwrap_or_default()
     );
-    defmt::info!("bootargs: \"{=str}\"", tree.bootargs().unwrap_or_default());
     if let Some(unknown) = options.first_unknown {
         defmt::warn!("ignoring unknown hypervisor option `{=str}`", unknown);
     }
@@ -361,7 +352,7 @@ fn log_firmware(tree: &FirmwareTree<'_>, options: &BootOptions<'_>) {
             defmt::Debug2Format(&error)
         ),
     }
-    defmt::info!("heap free: {=usize} bytes", heap::free());
+    defmt::debug!("heap free: {=usize} bytes", heap::free());
 }
 
 fn start_cpus(tree: &FirmwareTree<'_>, method: SecondaryBoot, mmu: &MmuRegisters) -> Verdict {

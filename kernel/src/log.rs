@@ -129,14 +129,19 @@ fn state() -> &'static mut State {
 #[inline(always)]
 fn append(state: &mut State, bytes: &[u8]) {
     let end = state.raw_len + bytes.len();
-    if let Some(free) = state.raw.get_mut(state.raw_len..end) {
-        // Byte by byte: a `memcpy` call costs more for the few bytes of an argument.
-        for (to, &from) in free.iter_mut().zip(bytes) {
-            *to = from;
+    match state.raw.get_mut(state.raw_len..end) {
+        Some(free) if bytes.len() < 16 => {
+            // SAFETY: the logger runs only once `READY` is set, after the MMU is on
+            // (`SCTLR_EL2.A` clear: `mmu::enable`), and `bytes` (a defmt argument)
+            // and the buffer are in RAM, mapped as Normal memory.
+            unsafe { arch::cpu::copy_short_unaligned(free, bytes) };
+            state.raw_len = end;
         }
-        state.raw_len = end;
-    } else {
-        append_in_pieces(state, bytes);
+        Some(free) => {
+            free.copy_from_slice(bytes);
+            state.raw_len = end;
+        }
+        None => append_in_pieces(state, bytes),
     }
 }
 

@@ -62,6 +62,30 @@ impl PartitionStage2 {
     }
 }
 
+/// Logs a grant as its partition's stage 2 maps it: the window's span, the exact
+/// device address (identity-mapped, so the IPA is the physical address) with its
+/// offset in the span and its size, the attributes, the widths a trapped access may
+/// have, the interrupts and the mode.
+fn log_window(partition: &str, region: &Region, window: &MappedWindow) {
+    let interrupts: heapless::Vec<u32, { transom_boards::MAX_REGION_INTERRUPTS }> =
+        region.interrupts.as_slice().iter().map(|id| id.0).collect();
+    defmt::info!(
+        "stage 2 of {=str}: grant {=str} ({=str}) span {=u64:#x}..{=u64:#x} device IPA {=u64:#x} (+{=u64:#x}, {=u64:#x} bytes) {=str} widths {=str} INTIDs {=[?]}: {=str}",
+        partition,
+        region.name,
+        region.kind.label(),
+        window.span.start,
+        window.span.end,
+        window.device_ipa,
+        window.device_ipa - window.span.start,
+        window.size,
+        region.attributes.label(),
+        region.access.widths.label(),
+        interrupts.as_slice(),
+        window.mode.label()
+    );
+}
+
 /// Builds every partition's stage 2 (see the module doc), loads `VTCR_EL2` for the
 /// table's granule and this CPU's physical address size, and logs each partition.
 /// Fails, after logging why, if the CPU cannot use the granule, RAM overlaps a
@@ -126,16 +150,7 @@ pub fn build_partition_spaces(
             let window = space
                 .map_window(region, grant.mapping, &mut tlb)
                 .map_err(|error| failed(partition.name, &error))?;
-            defmt::info!(
-                "stage 2 of {=str}: window {=str} span {=u64:#x}..{=u64:#x} device IPA {=u64:#x} {=str} {=str}",
-                partition.name,
-                region.name,
-                window.span.start,
-                window.span.end,
-                window.device_ipa,
-                region.attributes.label(),
-                window.mode.label()
-            );
+            log_window(partition.name, region, &window);
             windows.push((region, window));
         }
         defmt::info!(

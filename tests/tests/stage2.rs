@@ -133,7 +133,7 @@ fn stage_2_with_64k_pages_confines_each_partition() {
     assert_probe_passed(&outcome, granule);
     // 64 KiB spans: the transport's window covers all 32 transports' page.
     assert!(
-        outcome.logged("stage 2 of linux-a: window virtio_mmio@a003e00 span 0xa000000..0xa010000 device IPA 0xa003e00"),
+        outcome.logged("stage 2 of linux-a: grant virtio_mmio@a003e00 (virtio-mmio) span 0xa000000..0xa010000 device IPA 0xa003e00 (+0x3e00, 0x200 bytes)"),
         "{}",
         outcome.transcript()
     );

@@ -31,13 +31,6 @@ pub const fn max_encoded_len(len: usize) -> usize {
 /// terminator.
 pub const END_FRAME_LEN: usize = 2;
 
-/// Whether any byte of `word` is zero (the classic test: a byte's high bit is set
-/// in `(x - 0x01..) & !x & 0x80..` exactly when some byte is zero, though not
-/// always in the right byte, which this test does not need).
-const fn has_zero_byte(word: u64) -> bool {
-    word.wrapping_sub(0x0101_0101_0101_0101) & !word & 0x8080_8080_8080_8080 != 0
-}
-
 /// The encoder's state between slices of one frame.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FrameEncoder {
@@ -64,9 +57,8 @@ impl FrameEncoder {
         let mut zeros = self.zeros;
         let mut rest = data;
         while let Some(&byte) = rest.first() {
-            // Two shapes, most bytes of a defmt frame, go eight or seven at a time:
-            // a zero-map group from its start (integers, with their zero high
-            // bytes), and eight non-zero bytes inside a long group (strings).
+            // A zero-map group from its start, the shape of most of a defmt frame
+            // (integers, with their zero high bytes), goes seven bytes at a time.
             if run == 0
                 && let Some((group, after)) = rest.split_first_chunk::<7>()
                 && let Some(to) = out.get_mut(n..n + 8)
@@ -90,52 +82,54 @@ impl FrameEncoder {
                 rest = after;
                 continue;
             }
-            if (7..=134 - 8).contains(&run)
-                && let Some((eight, after)) = rest.split_first_chunk::<8>()
-                && !has_zero_byte(u64::from_le_bytes(*eight))
-                && let Some(to) = out.get_mut(n..n + 8)
-            {
-                to.copy_from_slice(eight);
-                n += 8;
-                run += 8;
+            if run >= 7 {
+                // Inside a long group (strings): copy up to the first zero, the end
+                // of `data` or the group's 134th byte, in one tight loop.
+                let room = usize::from(134 - run);
+                let span = &rest[..rest.len().min(room)];
+                let Some(to) = out.get_mut(n..n + span.len()) else {
+                    unreachable!("`out` has room for every byte of `data` and more");
+                };
+                let mut copied = 0;
+                for (to, &from) in to.iter_mut().zip(span) {
+                    if from == 0 {
+                        break;
+                    }
+                    *to = from;
+                    copied += 1;
+                }
+                n += copied;
+                run += copied as u8;
+                rest = &rest[copied..];
                 if run == 134 {
                     out[n] = 0xff;
                     n += 1;
                     run = 0;
-                }
-                rest = after;
-                continue;
-            }
-            rest = &rest[1..];
-            if run < 7 {
-                if byte == 0 {
-                    zeros |= 1 << run;
-                } else {
-                    out[n] = byte;
-                    n += 1;
-                }
-                run += 1;
-                if run == 7 && zeros != 0 {
-                    out[n] = zeros;
+                    zeros = 0;
+                } else if let Some((_zero, after)) = rest.split_first() {
+                    // The zero that ends the group.
+                    out[n] = (run - 7) | 0x80;
                     n += 1;
                     run = 0;
                     zeros = 0;
+                    rest = after;
                 }
-            } else if byte == 0 {
-                out[n] = (run - 7) | 0x80;
-                n += 1;
-                run = 0;
-                zeros = 0;
+                continue;
+            }
+            // A zero-map group that began in an earlier slice, or the last bytes.
+            rest = &rest[1..];
+            if byte == 0 {
+                zeros |= 1 << run;
             } else {
                 out[n] = byte;
                 n += 1;
-                run += 1;
-                if run == 134 {
-                    out[n] = 0xff;
-                    n += 1;
-                    run = 0;
-                    zeros = 0;
-                }
+            }
+            run += 1;
+            if run == 7 && zeros != 0 {
+                out[n] = zeros;
+                n += 1;
+                run = 0;
+                zeros = 0;
             }
         }
         self.run = run;
@@ -305,6 +299,26 @@ mod tests {
         }
         data.push(1);
         for pieces in [1, 3, 17, 250, 2001] {
+            let frame = encode(&data, pieces);
+            assert!(frame.len() <= max_encoded_len(data.len()) + END_FRAME_LEN);
+            assert_eq!(decode(&frame), data, "{pieces} pieces");
+        }
+    }
+
+    /// Strings between zeros, as `{=str}` arguments with their little-endian length
+    /// words make them: runs of every length from 0 to 300 end in a long group
+    /// (7 or more bytes), a 134-byte split, or a zero-map group.
+    #[test]
+    fn round_trips_runs_of_every_length() {
+        let mut data = Vec::new();
+        for run in 0..300usize {
+            data.extend((0..run).map(|i| (i % 251 + 1) as u8));
+            data.extend_from_slice(&[0, 0, 0]);
+            data.truncate(data.len() - run % 3);
+        }
+        // Not a zero last: the decoder drops a frame's trailing zeros.
+        data.push(1);
+        for pieces in [1, 2, 7, 64, 1000] {
             let frame = encode(&data, pieces);
             assert!(frame.len() <= max_encoded_len(data.len()) + END_FRAME_LEN);
             assert_eq!(decode(&frame), data, "{pieces} pieces");

@@ -114,6 +114,50 @@ pub fn invalidate_dcache_to_poc(start: u64, len: u64) {
     barrier::dsb(barrier::SY);
 }
 
+/// Copies `src`, under 16 bytes, to `dst` with one load and one store per set bit of
+/// its length (8, 4, 2, then 1 bytes), which may be unaligned: the logger's copy of
+/// each defmt argument, where a call to `memcpy` costs more than the copy. The
+/// target is strict-align (the boot runs with the MMU off, when every access is
+/// Device memory and must be aligned), so Rust would copy byte by byte.
+///
+/// # Safety
+///
+/// The MMU must be on with `SCTLR_EL2.A` clear, and both slices in Normal memory:
+/// then an unaligned `LDR`/`STR` (not an exclusive or acquire/release one) is
+/// allowed (Arm ARM B2.5.2).
+#[inline(always)]
+pub unsafe fn copy_short_unaligned(dst: &mut [u8], src: &[u8]) {
+    assert!(src.len() < 16 && dst.len() == src.len());
+    // SAFETY: the loads read `src.len()` bytes from `src` and the stores write as
+    // many to `dst` (the length's bits add up to it), both in bounds; the caller
+    // guarantees unaligned accesses are allowed there.
+    unsafe {
+        asm!(
+            "tbz {len}, #3, 1f",
+            "ldr {t}, [{src}], #8",
+            "str {t}, [{dst}], #8",
+            "1:",
+            "tbz {len}, #2, 2f",
+            "ldr {t:w}, [{src}], #4",
+            "str {t:w}, [{dst}], #4",
+            "2:",
+            "tbz {len}, #1, 3f",
+            "ldrh {t:w}, [{src}], #2",
+            "strh {t:w}, [{dst}], #2",
+            "3:",
+            "tbz {len}, #0, 4f",
+            "ldrb {t:w}, [{src}]",
+            "strb {t:w}, [{dst}]",
+            "4:",
+            len = in(reg) src.len(),
+            src = inout(reg) src.as_ptr() => _,
+            dst = inout(reg) dst.as_mut_ptr() => _,
+            t = out(reg) _,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
 /// The current stack pointer.
 pub fn stack_pointer() -> u64 {
     let sp: u64;
