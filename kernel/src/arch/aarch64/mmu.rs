@@ -240,12 +240,9 @@ impl El2Tables {
                 let run_end = (end & !(entry_size - 1)).min(table_end);
                 let count = ((run_end - address) >> shift) as usize;
                 let entries = &mut self.pool.pages[table].0[index..index + count];
-                let mut output = address;
-                for entry in entries.iter_mut() {
-                    *entry = output | attributes | leaf_type(level) | bits::VALID;
-                    output += entry_size;
-                }
-                address = output;
+                let first = address | attributes | leaf_type(level) | bits::VALID;
+                fill_leaves(entries, first, entry_size);
+                address = run_end;
                 continue;
             }
             let next = self.next_table(table, index, level)?;
@@ -297,14 +294,29 @@ const fn leaf_type(level: u32) -> u64 {
 /// Fills `entries`, a table at `level`, to map what `block` mapped, with its
 /// attributes.
 fn split(block: u64, level: u32, entries: &mut [u64; ENTRIES]) {
-    let shift = entry_shift(level);
-    let mut descriptor = (block & bits::OUTPUT_ADDRESS)
+    let first = (block & bits::OUTPUT_ADDRESS)
         | (block & bits::ATTRIBUTES)
         | leaf_type(level)
         | bits::VALID;
-    for entry in entries.iter_mut() {
+    fill_leaves(entries, first, 1 << entry_shift(level));
+}
+
+/// Fills `entries` with leaves mapping consecutive blocks or pages of `step` bytes,
+/// the first described by `first`. Four entries per iteration, each descriptor one
+/// addition from the one four before: a split fills 512 entries, and indexing each
+/// from the start cost about five instructions an entry.
+#[inline(always)]
+fn fill_leaves(entries: &mut [u64], first: u64, step: u64) {
+    let mut descriptors = [first, first + step, first + 2 * step, first + 3 * step];
+    let mut quads = entries.chunks_exact_mut(4);
+    for quad in &mut quads {
+        quad.copy_from_slice(&descriptors);
+        for descriptor in &mut descriptors {
+            *descriptor += 4 * step;
+        }
+    }
+    for (entry, descriptor) in quads.into_remainder().iter_mut().zip(descriptors) {
         *entry = descriptor;
-        descriptor += 1 << shift;
     }
 }
 
