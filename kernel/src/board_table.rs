@@ -46,14 +46,17 @@ pub struct ResolvedGrant {
     pub mapping: Mapping,
 }
 
-/// Every grant of the board table, resolved once per boot. Finding a grant's region
-/// is a search by name, and deciding its mapping walks its span region by region;
-/// the EL2 map, the log and each partition's stage 2 all need both.
+/// Every grant of the board table, resolved once. Finding a grant's region is a
+/// search by name, and deciding its mapping walks its span region by region; the
+/// EL2 map and each partition's stage 2 need both. For the table's own granule
+/// [`Grants::resolve`] runs at compile time (`primary_main`); a boot with another
+/// granule (`transom.granule`) runs it again.
+#[derive(Clone, Copy)]
 pub struct Grants {
-    resolved: heapless::Vec<ResolvedGrant, MAX_GRANTS>,
+    resolved: [Option<ResolvedGrant>; MAX_GRANTS],
     /// Where each partition's grants start in `resolved`; one more entry marks the
     /// end of the last.
-    starts: heapless::Vec<usize, { MAX_PARTITIONS + 1 }>,
+    starts: [usize; MAX_PARTITIONS + 1],
 }
 
 impl Grants {
@@ -61,36 +64,46 @@ impl Grants {
     /// (which the table's validation rejects) is left out. Panics if the table has
     /// more than [`MAX_GRANTS`] grants or [`MAX_PARTITIONS`] partitions, which
     /// `primary_main` rules out at compile time.
-    pub fn resolve(board: &Board) -> Grants {
-        let mut resolved = heapless::Vec::new();
-        let mut starts = heapless::Vec::new();
-        for partition in board.partitions {
-            starts
-                .push(resolved.len())
-                .expect("a partition per CPU at most");
-            for grant in partition.grants {
-                let Some(region) = board.device(grant.device) else {
-                    continue;
-                };
-                let mapping = board.mapping(partition, grant);
-                let entry = ResolvedGrant { region, mapping };
-                if resolved.push(entry).is_err() {
-                    panic!("the board table has more than {} grants", MAX_GRANTS);
+    pub const fn resolve(board: &Board) -> Grants {
+        let mut resolved = [None; MAX_GRANTS];
+        let mut starts = [0; MAX_PARTITIONS + 1];
+        let mut count = 0;
+        assert!(
+            board.partitions.len() <= MAX_PARTITIONS,
+            "a partition per CPU at most"
+        );
+        let mut index = 0;
+        while index < board.partitions.len() {
+            let partition = &board.partitions[index];
+            starts[index] = count;
+            let mut grant = 0;
+            while grant < partition.grants.len() {
+                if let Some(region) = board.device(partition.grants[grant].device) {
+                    assert!(count < MAX_GRANTS, "more grants than MAX_GRANTS");
+                    let mapping = board.mapping(partition, &partition.grants[grant]);
+                    resolved[count] = Some(ResolvedGrant { region, mapping });
+                    count += 1;
                 }
+                grant += 1;
             }
+            index += 1;
         }
-        starts
-            .push(resolved.len())
-            .expect("a partition per CPU at most");
+        starts[index] = count;
         Grants { resolved, starts }
     }
 
     /// The grants of partition `index`, in table order.
-    pub fn of(&self, index: usize) -> &[ResolvedGrant] {
-        match (self.starts.get(index), self.starts.get(index + 1)) {
-            (Some(&start), Some(&end)) => &self.resolved[start..end],
-            _ => &[],
-        }
+    pub fn of(&self, index: usize) -> impl Iterator<Item = &ResolvedGrant> {
+        let range = match (self.starts.get(index), self.starts.get(index + 1)) {
+            (Some(&start), Some(&end)) if start <= end => start..end,
+            _ => 0..0,
+        };
+        self.resolved[range].iter().flatten()
+    }
+
+    /// Every grant, in table order.
+    pub fn all(&self) -> impl Iterator<Item = &ResolvedGrant> {
+        self.resolved.iter().flatten()
     }
 }
 
@@ -124,7 +137,7 @@ pub fn el2_device_windows(board: &Board, grants: &Grants) -> (DeviceWindows, boo
             add(region);
         }
     }
-    for grant in &grants.resolved {
+    for grant in grants.all() {
         if grant.mapping == Mapping::Trapped {
             add(grant.region);
         }

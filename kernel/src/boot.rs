@@ -211,7 +211,12 @@ fn prepare_memory<B: Board>(device_tree: usize) -> EarlyBoot {
     } else {
         board
     };
-    let grants = Grants::resolve(&mapped_board);
+    // The table's own granule: resolved at compile time.
+    let grants = if mapped_board.granule == B::DESC.granule {
+        const { Grants::resolve(&B::DESC) }
+    } else {
+        Grants::resolve(&mapped_board)
+    };
     let (devices, devices_overflowed) = board_table::el2_device_windows(&mapped_board, &grants);
     EarlyBoot {
         tree,
