@@ -293,7 +293,7 @@ impl defmt::Format for AbsentFrame<'_> {
     fn format(&self, f: defmt::Formatter<'_>) {
         defmt::write!(
             f,
-            "{=str} frame {=str} at {=u64:#x}",
+            "{=str} {=str} at {=u64:#x}",
             self.0.kind.label(),
             self.0.name,
             self.0.base

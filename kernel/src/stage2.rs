@@ -62,6 +62,20 @@ impl PartitionStage2 {
     }
 }
 
+/// A partition's RAM ranges in a log line: `0x50000000..0x60000000`, comma-separated.
+struct RamRanges(&'static [PhysRange]);
+
+impl defmt::Format for RamRanges {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        for (index, range) in self.0.iter().enumerate() {
+            if index > 0 {
+                defmt::write!(f, ", ");
+            }
+            defmt::write!(f, "{=u64:#x}..{=u64:#x}", range.start, range.end);
+        }
+    }
+}
+
 /// Logs a grant as its partition's stage 2 maps it: the window's span, the exact
 /// device address (identity-mapped, so the IPA is the physical address) with its
 /// offset in the span and its size, the attributes, the widths a trapped access may
@@ -137,12 +151,6 @@ pub fn build_partition_spaces(
             space
                 .map_ram(ram, &mut tlb)
                 .map_err(|error| failed(partition.name, &error))?;
-            defmt::info!(
-                "stage 2 of {=str}: RAM {=u64:#x}..{=u64:#x} identity-mapped Normal-WB",
-                partition.name,
-                ram.start,
-                ram.end
-            );
         }
         let mut windows = Vec::with_capacity(partition.grants.len());
         for grant in grants.of(index) {
@@ -154,11 +162,12 @@ pub fn build_partition_spaces(
             windows.push((region, window));
         }
         defmt::info!(
-            "stage 2 of {=str}: VMID {=u8}, VTTBR_EL2 {=u64:#x}, {=u64} table pages",
+            "stage 2 of {=str}: VMID {=u8}, VTTBR_EL2 {=u64:#x}, {=u64} table pages, RAM {} identity-mapped Normal-WB",
             partition.name,
             vmid,
             vttbr,
-            space.tables().table_pages()
+            space.tables().table_pages(),
+            RamRanges(partition.ram)
         );
         partitions.push(PartitionStage2 {
             name: partition.name,

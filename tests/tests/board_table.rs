@@ -73,7 +73,7 @@ fn virt_logs_every_grant_with_its_mode_and_exact_address() {
     );
     // GICv2-only frames are absent on a GICv3 machine, and said to be.
     assert!(
-        outcome.logged("GIC frames not on this machine: [GICC frame gicc at 0x8010000, "),
+        outcome.logged("GIC frames not on this machine: [GICC gicc at 0x8010000, "),
         "{transcript}"
     );
 }
