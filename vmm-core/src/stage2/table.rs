@@ -6,6 +6,7 @@
 //! 4 KiB granule (`PAGE_SHIFT = 12` in its `paging.rs`); Transom's boards may choose
 //! 16 KiB or 64 KiB, so this module is its own.
 
+use core::ops::Range;
 use alloc::vec::Vec;
 
 use transom_boards::PhysRange;
@@ -24,6 +25,14 @@ pub trait TableMemory {
     fn read(&self, address: u64, index: usize) -> u64;
     /// Writes entry `index` of the table at `address`.
     fn write(&mut self, address: u64, index: usize, value: u64);
+    /// Entries `range` of the table at `address` as one slice, for a run of
+    /// writes that then costs a load and a store an entry; `None` (the default)
+    /// where the memory cannot lend them, and each entry is read and written on its
+    /// own.
+    fn entries_mut(&mut self, address: u64, range: Range<usize>) -> Option<&mut [u64]> {
+        let _ = (address, range);
+        None
+    }
 }
 
 /// The TLB maintenance a change of the tables needs; the kernel implements it with
@@ -351,6 +360,19 @@ impl<M: TableMemory> Stage2Tables<M> {
                 // is hundreds of them, and an empty entry takes one write.
                 let entries = self.entries(level);
                 let run = ((range.end - ipa) / size).min((entries - index) as u64);
+                // Entries that are all empty (a table made for this range) need no
+                // break-before-make: written straight from the template.
+                if let Some(slots) = self.memory.entries_mut(table, index..index + run as usize)
+                    && slots.iter().all(|&entry| !Descriptor(entry).is_valid())
+                {
+                    let mut new = template.at(output);
+                    for slot in slots {
+                        *slot = new.0;
+                        new.0 += size;
+                    }
+                    ipa += run * size;
+                    continue;
+                }
                 for step in 0..run {
                     let index = index + step as usize;
                     let entry_start = ipa + step * size;
@@ -588,6 +610,13 @@ impl TableMemory for HeapTables {
     fn write(&mut self, address: u64, index: usize, value: u64) {
         let word = self.word(address, index);
         self.words[word] = value;
+    }
+
+    #[inline]
+    fn entries_mut(&mut self, address: u64, range: Range<usize>) -> Option<&mut [u64]> {
+        let start = self.word(address, range.start);
+        let end = self.word(address, range.end);
+        self.words.get_mut(start..end)
     }
 }
 
