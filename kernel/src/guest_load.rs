@@ -61,13 +61,15 @@ pub fn load(
         // virtual PL011 at the console's address, printed with their name.
         let vuart = (!has_own_uart(&stage2)).then_some(console);
         let vgic = virtual_gic(board, &mut stage2, table.cpus, gic, vuart.is_some())?;
-        let mut partition = Partition::new(stage2, table.cpus, vuart, vgic);
-        if let Some(range) = probe {
-            partition = partition.with_width_probe(range);
-        }
+        // Built in the list's room (the list has capacity for every partition), not
+        // moved there after loading: a partition is 2 KiB.
+        partitions.push(Partition::new(stage2, table.cpus, vuart, vgic, probe));
+        let Some(partition) = partitions.last() else {
+            unreachable!("a partition was just pushed");
+        };
         match files {
             Some(files) => {
-                let loaded = load_one(board, &partition, &files, gic)?;
+                let loaded = load_one(board, partition, &files, gic)?;
                 starts.push(Start {
                     partition: index,
                     entry: loaded.entry,
@@ -81,7 +83,6 @@ pub fn load(
             ),
             None => {}
         }
-        partitions.push(partition);
     }
     Ok((partitions, starts))
 }

@@ -73,12 +73,15 @@ fn count(counter: &AtomicU64) {
 
 impl Partition {
     /// A partition over `stage2`, its vCPUs on `cpus`, with a virtual PL011 at
-    /// `vuart_range` (if any) and a virtual GIC (if the machine's is a GICv3).
+    /// `vuart_range` (if any), a virtual GIC (if the machine's is a GICv3) and the
+    /// width probe at `width_probe` (if any: never mapped in its stage 2, so every
+    /// access traps).
     pub fn new(
         stage2: PartitionStage2,
         cpus: &'static [usize],
         vuart_range: Option<PhysRange>,
         gic: Option<PartitionGic>,
+        width_probe: Option<PhysRange>,
     ) -> Self {
         let frame = vuart_range.map_or(0, |range| range.size());
         Partition {
@@ -86,7 +89,7 @@ impl Partition {
             cpus,
             vuart_range,
             gic,
-            width_probe: None,
+            width_probe,
             vuart: Mutex::new(VirtualPl011::new(frame)),
             probe: Mutex::new(WidthProbe::new()),
             vcpus: [const { AtomicU8::new(STATE_OFF) }; MAX_VCPUS],
@@ -94,13 +97,6 @@ impl Partition {
             failed: AtomicBool::new(false),
             counts: Default::default(),
         }
-    }
-
-    /// The same partition with the width probe at `range` (never mapped in its
-    /// stage 2, so every access traps).
-    pub fn with_width_probe(mut self, range: PhysRange) -> Self {
-        self.width_probe = Some(range);
-        self
     }
 
     fn name(&self) -> &'static str {
