@@ -2,7 +2,7 @@
 //! for itself, the log of every partition's grants, and the cross-check of the table
 //! against the firmware's device tree.
 
-use transom_boards::{Board, DeviceKind, Granule, Mapping, Partition, PhysRange, Region};
+use transom_boards::{Board, DeviceKind, Granule, Mapping, Partition, PhysRange, Region, same_str};
 use transom_vmm_core::firmware_tree::{FirmwareTree, Ranges};
 use transom_vmm_core::verdict::Verdict;
 
@@ -53,19 +53,27 @@ pub struct ResolvedGrant {
 /// granule (`transom.granule`) runs it again.
 #[derive(Clone, Copy)]
 pub struct Grants {
-    resolved: [Option<ResolvedGrant>; MAX_GRANTS],
+    /// The table's devices, which the grants index.
+    devices: &'static [Region],
+    /// Each grant's device (its index in `devices`) and mapping, in table order:
+    /// four bytes a grant, so the boot moves little.
+    resolved: [(u16, Mapping); MAX_GRANTS],
     /// Where each partition's grants start in `resolved`; one more entry marks the
     /// end of the last.
-    starts: [usize; MAX_PARTITIONS + 1],
+    starts: [u8; MAX_PARTITIONS + 1],
 }
+
+const _: () = assert!(MAX_GRANTS <= u8::MAX as usize);
 
 impl Grants {
     /// Resolves every grant of `board`, in table order. A grant naming no region
     /// (which the table's validation rejects) is left out. Panics if the table has
-    /// more than [`MAX_GRANTS`] grants or [`MAX_PARTITIONS`] partitions, which
-    /// `primary_main` rules out at compile time.
+    /// more than [`MAX_GRANTS`] grants, [`MAX_PARTITIONS`] partitions or 65,536
+    /// devices, which `primary_main` rules out at compile time.
     pub const fn resolve(board: &Board) -> Grants {
-        let mut resolved = [None; MAX_GRANTS];
+        let devices = board.devices;
+        assert!(devices.len() <= 1 << 16, "devices are indexed by a u16");
+        let mut resolved = [(0, Mapping::Trapped); MAX_GRANTS];
         let mut starts = [0; MAX_PARTITIONS + 1];
         let mut count = 0;
         assert!(
@@ -75,35 +83,56 @@ impl Grants {
         let mut index = 0;
         while index < board.partitions.len() {
             let partition = &board.partitions[index];
-            starts[index] = count;
+            starts[index] = count as u8;
             let mut grant = 0;
             while grant < partition.grants.len() {
-                if let Some(region) = board.device(partition.grants[grant].device) {
+                let name = partition.grants[grant].device;
+                let mut device = 0;
+                while device < devices.len() && !same_str(devices[device].name, name) {
+                    device += 1;
+                }
+                if device < devices.len() {
                     assert!(count < MAX_GRANTS, "more grants than MAX_GRANTS");
                     let mapping = board.mapping(partition, &partition.grants[grant]);
-                    resolved[count] = Some(ResolvedGrant { region, mapping });
+                    resolved[count] = (device as u16, mapping);
                     count += 1;
                 }
                 grant += 1;
             }
             index += 1;
         }
-        starts[index] = count;
-        Grants { resolved, starts }
+        starts[index] = count as u8;
+        Grants {
+            devices,
+            resolved,
+            starts,
+        }
     }
 
     /// The grants of partition `index`, in table order.
-    pub fn of(&self, index: usize) -> impl Iterator<Item = &ResolvedGrant> {
+    pub fn of(&self, index: usize) -> impl Iterator<Item = ResolvedGrant> + '_ {
         let range = match (self.starts.get(index), self.starts.get(index + 1)) {
-            (Some(&start), Some(&end)) if start <= end => start..end,
+            (Some(&start), Some(&end)) if start <= end => usize::from(start)..usize::from(end),
             _ => 0..0,
         };
-        self.resolved[range].iter().flatten()
+        self.resolved[range]
+            .iter()
+            .map(|&(device, mapping)| self.entry(device, mapping))
     }
 
     /// Every grant, in table order.
-    pub fn all(&self) -> impl Iterator<Item = &ResolvedGrant> {
-        self.resolved.iter().flatten()
+    pub fn all(&self) -> impl Iterator<Item = ResolvedGrant> + '_ {
+        let end = self.starts.iter().copied().max().unwrap_or(0);
+        self.resolved[..usize::from(end)]
+            .iter()
+            .map(|&(device, mapping)| self.entry(device, mapping))
+    }
+
+    fn entry(&self, device: u16, mapping: Mapping) -> ResolvedGrant {
+        ResolvedGrant {
+            region: &self.devices[usize::from(device)],
+            mapping,
+        }
     }
 }
 

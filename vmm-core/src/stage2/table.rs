@@ -6,8 +6,8 @@
 //! 4 KiB granule (`PAGE_SHIFT = 12` in its `paging.rs`); Transom's boards may choose
 //! 16 KiB or 64 KiB, so this module is its own.
 
-use core::ops::Range;
 use alloc::vec::Vec;
+use core::ops::Range;
 
 use transom_boards::PhysRange;
 
