@@ -125,28 +125,27 @@ fn state() -> &'static mut State {
     unsafe { &mut *STATE.0.get() }
 }
 
-/// Adds `bytes` to the frame.
+/// Adds `bytes` to the frame. The common case, a defmt argument of a few bytes with
+/// room left, makes no call, so it needs no stack frame.
 #[inline(always)]
 fn append(state: &mut State, bytes: &[u8]) {
     let end = state.raw_len + bytes.len();
-    match state.raw.get_mut(state.raw_len..end) {
-        Some(free) if bytes.len() < 16 => {
-            // SAFETY: the logger runs only once `READY` is set, after the MMU is on
-            // (`SCTLR_EL2.A` clear: `mmu::enable`), and `bytes` (a defmt argument)
-            // and the buffer are in RAM, mapped as Normal memory.
-            unsafe { arch::cpu::copy_short_unaligned(free, bytes) };
-            state.raw_len = end;
-        }
-        Some(free) => {
-            free.copy_from_slice(bytes);
-            state.raw_len = end;
-        }
-        None => append_in_pieces(state, bytes),
+    if bytes.len() < 16
+        && end <= RAW_BUFFER
+        && let Some(free) = state.raw.get_mut(state.raw_len..end)
+    {
+        // SAFETY: the logger runs only once `READY` is set, after the MMU is on
+        // (`SCTLR_EL2.A` clear: `mmu::enable`), and `bytes` (a defmt argument)
+        // and the buffer are in RAM, mapped as Normal memory.
+        unsafe { arch::cpu::copy_short_unaligned(free, bytes) };
+        state.raw_len = end;
+    } else {
+        append_in_pieces(state, bytes);
     }
 }
 
-/// Adds `bytes`, which do not fit in what is left of the raw buffer, encoding and
-/// writing the buffer whenever it fills.
+/// Adds `bytes`, 16 or more or more than what is left of the raw buffer holds,
+/// encoding and writing the buffer whenever it fills.
 #[inline(never)]
 fn append_in_pieces(state: &mut State, bytes: &[u8]) {
     let mut rest = bytes;
