@@ -105,6 +105,25 @@ pub fn clean_dcache_to_poc(start: u64, len: u64) {
 pub fn invalidate_dcache_to_poc(start: u64, len: u64) {
     let line = cache_type::min_dcache_line();
     let mut address = start & !(line - 1);
+    // Four lines per iteration while four are left: the boot invalidates some 40 KiB.
+    while address + 4 * line <= start + len {
+        // SAFETY: as below, for four lines of the range.
+        unsafe {
+            asm!(
+                "dc ivac, {a}",
+                "add {a}, {a}, {line}",
+                "dc ivac, {a}",
+                "add {a}, {a}, {line}",
+                "dc ivac, {a}",
+                "add {a}, {a}, {line}",
+                "dc ivac, {a}",
+                "add {a}, {a}, {line}",
+                a = inout(reg) address,
+                line = in(reg) line,
+                options(nostack, preserves_flags),
+            );
+        }
+    }
     while address < start + len {
         // SAFETY: with the data cache off nothing in the range is dirty in the cache
         // (the caller's contract), so discarding lines loses no data.
