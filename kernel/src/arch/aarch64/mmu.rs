@@ -219,6 +219,8 @@ impl El2Tables {
     }
 
     /// Maps `start..end` (page-aligned, inside the span of `table` at `level`).
+    /// Each level has its own copy of the walk, so its entry size and leaf type
+    /// are constants: the boot makes some 30 of these calls.
     fn map_in(
         &mut self,
         table: usize,
@@ -227,6 +229,23 @@ impl El2Tables {
         end: u64,
         attributes: u64,
     ) -> Result<(), MmuError> {
+        const _: () = assert!(ROOT_LEVEL == 1 && PAGE_LEVEL == 3);
+        match level {
+            1 => self.map_at::<1>(table, start, end, attributes),
+            2 => self.map_at::<2>(table, start, end, attributes),
+            _ => self.map_at::<PAGE_LEVEL>(table, start, end, attributes),
+        }
+    }
+
+    /// [`El2Tables::map_in`] at `LEVEL`.
+    fn map_at<const LEVEL: u32>(
+        &mut self,
+        table: usize,
+        start: u64,
+        end: u64,
+        attributes: u64,
+    ) -> Result<(), MmuError> {
+        let level = LEVEL;
         let shift = entry_shift(level);
         let entry_size = 1u64 << shift;
         let mut address = start;
@@ -245,6 +264,8 @@ impl El2Tables {
                 address = run_end;
                 continue;
             }
+            // Never at the page level: `start` and `end` are page-aligned, so there
+            // every entry is whole.
             let next = self.next_table(table, index, level)?;
             let piece_end = entry_end.min(end);
             self.map_in(next, level + 1, address, piece_end, attributes)?;
