@@ -178,10 +178,10 @@ pub fn el2_device_windows(board: &Board, grants: &Grants) -> (DeviceWindows, boo
 /// stage-2 window is mapped (`stage2::build_partition_spaces`).
 pub fn log_partitions(board: &Board) {
     defmt::info!(
-        "board table: {=usize} devices, {=usize} partitions, {=str} stage-2 granule",
+        "board table: {=usize} devices, {=usize} partitions, {} stage-2 granule",
         board.devices.len(),
         board.partitions.len(),
-        board.granule.label()
+        board.granule
     );
     for partition in board.partitions {
         log_partition(partition);
@@ -322,8 +322,8 @@ impl defmt::Format for AbsentFrame<'_> {
     fn format(&self, f: defmt::Formatter<'_>) {
         defmt::write!(
             f,
-            "{=str} {=str} at {=u64:#x}",
-            self.0.kind.label(),
+            "{} {=str} at {=u64:#x}",
+            self.0.kind,
             self.0.name,
             self.0.base
         );

@@ -170,14 +170,14 @@ fn check_granule_option(table: &transom_boards::Board, early: &EarlyBoot) {
         return;
     }
     defmt::info!(
-        "stage-2 granule {=str} from transom.granule (the board table says {=str})",
-        early.board.granule.label(),
-        table.granule.label()
+        "stage-2 granule {} from transom.granule (the board table says {})",
+        early.board.granule,
+        table.granule
     );
     if let Some(error) = early.board_error {
         defmt::error!(
-            "transom.granule: the board table cannot be used with the {=str} granule: {}",
-            early.board.granule.label(),
+            "transom.granule: the board table cannot be used with the {} granule: {}",
+            early.board.granule,
             defmt::Display2Format(&error)
         );
         exit::end_run(Verdict::BoardMismatch);

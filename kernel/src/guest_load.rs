@@ -315,10 +315,10 @@ fn load_one(
     for &(region, window) in &partition.stage2.windows {
         if region.compatible.is_empty() && !has_default_compatible(region.kind) {
             defmt::warn!(
-                "partition {=str}: device {=str} ({=str}) has no compatible string; left out of the guest's device tree",
+                "partition {=str}: device {=str} ({}) has no compatible string; left out of the guest's device tree",
                 name,
                 region.name,
-                region.kind.label()
+                region.kind
             );
             continue;
         }

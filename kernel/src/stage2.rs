@@ -84,19 +84,19 @@ fn log_window(partition: &str, region: &Region, window: &MappedWindow) {
     let interrupts: heapless::Vec<u32, { transom_boards::MAX_REGION_INTERRUPTS }> =
         region.interrupts.as_slice().iter().map(|id| id.0).collect();
     defmt::info!(
-        "stage 2 of {=str}: grant {=str} ({=str}) span {=u64:#x}..{=u64:#x} device IPA {=u64:#x} (+{=u64:#x}, {=u64:#x} bytes) {=str} widths {=str} INTIDs {=[?]}: {=str}",
+        "stage 2 of {=str}: grant {=str} ({}) span {=u64:#x}..{=u64:#x} device IPA {=u64:#x} (+{=u64:#x}, {=u64:#x} bytes) {} widths {} INTIDs {=[?]}: {}",
         partition,
         region.name,
-        region.kind.label(),
+        region.kind,
         window.span.start,
         window.span.end,
         window.device_ipa,
         window.device_ipa - window.span.start,
         window.size,
-        region.attributes.label(),
-        region.access.widths.label(),
+        region.attributes,
+        region.access.widths,
         interrupts.as_slice(),
-        window.mode.label()
+        window.mode
     );
 }
 
@@ -121,8 +121,8 @@ pub fn build_partition_spaces(
     };
     stage2::set_vtcr(layout.vtcr());
     defmt::info!(
-        "stage 2: {=str} granule, {=u32}-bit IPA, start level {=u32} ({=u64} root tables), VTCR_EL2 {=u64:#x}",
-        board.granule.label(),
+        "stage 2: {} granule, {=u32}-bit IPA, start level {=u32} ({=u64} root tables), VTCR_EL2 {=u64:#x}",
+        board.granule,
         layout.ipa_bits,
         layout.start_level,
         layout.root_tables,

@@ -73,15 +73,13 @@ pub enum Mapping {
     Trapped,
 }
 
-impl Mapping {
+labels!(
     /// `direct` or `trapped`.
-    pub const fn label(self) -> &'static str {
-        match self {
-            Mapping::Direct => "direct",
-            Mapping::Trapped => "trapped",
-        }
+    Mapping, |mapping| mapping, {
+        Mapping::Direct => "direct",
+        Mapping::Trapped => "trapped",
     }
-}
+);
 
 /// A device given to a partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -17,6 +17,37 @@
 #[cfg(test)]
 extern crate std;
 
+/// Defines a type's `label()`, how it is written in messages and logs, from one
+/// table of patterns and texts; with the `defmt` feature, also its
+/// `defmt::Format`, which sends the same text as a defmt format string: interned
+/// at build time, two bytes on the wire instead of the text and its length.
+macro_rules! labels {
+    (
+        $(#[$doc:meta])*
+        $ty:ty, |$value:ident| $scrutinee:expr, { $($pattern:pat => $text:literal,)* }
+    ) => {
+        impl $ty {
+            $(#[$doc])*
+            pub const fn label(self) -> &'static str {
+                let $value = self;
+                match $scrutinee {
+                    $($pattern => $text,)*
+                }
+            }
+        }
+
+        #[cfg(feature = "defmt")]
+        impl defmt::Format for $ty {
+            fn format(&self, f: defmt::Formatter<'_>) {
+                let $value = *self;
+                match $scrutinee {
+                    $($pattern => defmt::write!(f, $text),)*
+                }
+            }
+        }
+    };
+}
+
 mod board;
 mod range;
 mod region;

@@ -129,6 +129,15 @@ pub enum Granule {
     Size64KiB,
 }
 
+labels!(
+    /// How the granule is written in messages: `4 KiB`, `16 KiB`, `64 KiB`.
+    Granule, |granule| granule, {
+        Granule::Size4KiB => "4 KiB",
+        Granule::Size16KiB => "16 KiB",
+        Granule::Size64KiB => "64 KiB",
+    }
+);
+
 impl Granule {
     /// Every granule, smallest first.
     pub const ALL: [Granule; 3] = [Granule::Size4KiB, Granule::Size16KiB, Granule::Size64KiB];
@@ -139,15 +148,6 @@ impl Granule {
             Granule::Size4KiB => 4 * 1024,
             Granule::Size16KiB => 16 * 1024,
             Granule::Size64KiB => 64 * 1024,
-        }
-    }
-
-    /// How the granule is written in messages: `4 KiB`, `16 KiB`, `64 KiB`.
-    pub const fn label(self) -> &'static str {
-        match self {
-            Granule::Size4KiB => "4 KiB",
-            Granule::Size16KiB => "16 KiB",
-            Granule::Size64KiB => "64 KiB",
         }
     }
 

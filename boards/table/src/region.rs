@@ -37,26 +37,26 @@ pub enum DeviceKind {
     Other,
 }
 
-impl DeviceKind {
+labels!(
     /// How the kind is written in messages and logs.
-    pub const fn label(self) -> &'static str {
-        match self {
-            DeviceKind::Pl011 => "PL011",
-            DeviceKind::MiniUart => "mini UART",
-            DeviceKind::Uart16550 => "16550",
-            DeviceKind::GicDistributor => "GICD",
-            DeviceKind::GicCpuInterface => "GICC",
-            DeviceKind::GicHypervisor => "GICH",
-            DeviceKind::GicVirtualCpu => "GICV",
-            DeviceKind::GicRedistributor => "GICR",
-            DeviceKind::GicMsiFrame => "GIC MSI frame",
-            DeviceKind::VirtioMmio => "virtio-mmio",
-            DeviceKind::Timer => "timer",
-            DeviceKind::Mailbox => "mailbox",
-            DeviceKind::Other => "device",
-        }
+    DeviceKind, |kind| kind, {
+        DeviceKind::Pl011 => "PL011",
+        DeviceKind::MiniUart => "mini UART",
+        DeviceKind::Uart16550 => "16550",
+        DeviceKind::GicDistributor => "GICD",
+        DeviceKind::GicCpuInterface => "GICC",
+        DeviceKind::GicHypervisor => "GICH",
+        DeviceKind::GicVirtualCpu => "GICV",
+        DeviceKind::GicRedistributor => "GICR",
+        DeviceKind::GicMsiFrame => "GIC MSI frame",
+        DeviceKind::VirtioMmio => "virtio-mmio",
+        DeviceKind::Timer => "timer",
+        DeviceKind::Mailbox => "mailbox",
+        DeviceKind::Other => "device",
     }
+);
 
+impl DeviceKind {
     /// Whether this is a frame of the interrupt controller. The hypervisor owns every
     /// one of them; guests get a virtual GIC instead.
     pub const fn is_interrupt_controller(self) -> bool {
@@ -168,32 +168,29 @@ impl AccessWidths {
     }
 }
 
-impl AccessWidths {
+labels!(
     /// The widths in bits, smallest first and separated by `/` ("8/16/32"), or
     /// "none": a static string per set, so a log line can carry it as a string.
-    pub const fn label(&self) -> &'static str {
-        const LABELS: [&str; 16] = [
-            "none",
-            "8",
-            "16",
-            "8/16",
-            "32",
-            "8/32",
-            "16/32",
-            "8/16/32",
-            "64",
-            "8/64",
-            "16/64",
-            "8/16/64",
-            "32/64",
-            "8/32/64",
-            "16/32/64",
-            "8/16/32/64",
-        ];
-        // Each width's bit is its size in bytes: bit 0 is 8 bits, bit 3 is 64.
-        LABELS[(self.0 & 0b1111) as usize]
+    /// Each width's bit is its size in bytes: bit 0 is 8 bits, bit 3 is 64.
+    AccessWidths, |widths| widths.0 & 0b1111, {
+        0 => "none",
+        1 => "8",
+        2 => "16",
+        3 => "8/16",
+        4 => "32",
+        5 => "8/32",
+        6 => "16/32",
+        7 => "8/16/32",
+        8 => "64",
+        9 => "8/64",
+        10 => "16/64",
+        11 => "8/16/64",
+        12 => "32/64",
+        13 => "8/32/64",
+        14 => "16/32/64",
+        _ => "8/16/32/64",
     }
-}
+);
 
 impl fmt::Display for AccessWidths {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -226,18 +223,16 @@ pub enum MemoryAttributes {
     NormalWriteBack,
 }
 
-impl MemoryAttributes {
+labels!(
     /// How the type is written in messages and logs.
-    pub const fn label(self) -> &'static str {
-        match self {
-            MemoryAttributes::DeviceNGnRnE => "Device-nGnRnE",
-            MemoryAttributes::DeviceNGnRE => "Device-nGnRE",
-            MemoryAttributes::DeviceGRE => "Device-GRE",
-            MemoryAttributes::NormalNonCacheable => "Normal-NC",
-            MemoryAttributes::NormalWriteBack => "Normal-WB",
-        }
+    MemoryAttributes, |attributes| attributes, {
+        MemoryAttributes::DeviceNGnRnE => "Device-nGnRnE",
+        MemoryAttributes::DeviceNGnRE => "Device-nGnRE",
+        MemoryAttributes::DeviceGRE => "Device-GRE",
+        MemoryAttributes::NormalNonCacheable => "Normal-NC",
+        MemoryAttributes::NormalWriteBack => "Normal-WB",
     }
-}
+);
 
 /// A GIC interrupt ID (INTID): 16..32 are PPIs, 32..1020 SPIs (GICv3 spec 2.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
