@@ -27,6 +27,8 @@ pub(super) trait RangeList: DerefMut<Target = [PhysRange]> {
     fn push_range(&mut self, range: PhysRange) -> bool;
     /// Keeps the first `len` ranges.
     fn cut(&mut self, len: usize);
+    /// Sorts the ranges by their start.
+    fn sort_by_start(&mut self);
 }
 
 impl RangeList for FixedRanges {
@@ -36,6 +38,21 @@ impl RangeList for FixedRanges {
 
     fn cut(&mut self, len: usize) {
         self.truncate(len);
+    }
+
+    /// By insertion: the list is short, and a tree lists most devices in order.
+    fn sort_by_start(&mut self) {
+        for index in 1..self.len() {
+            let range = self[index];
+            let mut slot = index;
+            while let Some(before) = slot.checked_sub(1)
+                && self[before].start > range.start
+            {
+                self[slot] = self[before];
+                slot = before;
+            }
+            self[slot] = range;
+        }
     }
 }
 
@@ -48,22 +65,46 @@ impl RangeList for Vec<PhysRange> {
     fn cut(&mut self, len: usize) {
         self.truncate(len);
     }
+
+    fn sort_by_start(&mut self) {
+        self.sort_unstable_by_key(|range| range.start);
+    }
 }
 
-/// Whether some range of `decoded`, sorted and disjoint, holds `address`.
+/// Whether some range of `decoded`, sorted and disjoint, holds `address`: a binary
+/// search for the last range that starts at or below it, whose steps pick the half
+/// without a branch.
+#[inline(always)]
 pub(super) fn holds(decoded: &[PhysRange], address: u64) -> bool {
-    let starting_at_or_below = decoded.partition_point(|range| range.start <= address);
-    let Some(last) = starting_at_or_below.checked_sub(1) else {
+    let mut size = decoded.len();
+    if size == 0 {
         return false;
-    };
-    decoded
-        .get(last)
-        .is_some_and(|range| range.contains(address))
+    }
+    // `decoded[base]` is the candidate; the answer lies in `base..base + size`.
+    let mut base = 0;
+    while size > 1 {
+        let half = size / 2;
+        let middle = base + half;
+        if decoded[middle].start <= address {
+            base = middle;
+        }
+        size -= half;
+    }
+    decoded[base].contains(address)
+}
+
+/// How the walk ended.
+#[derive(Clone, Copy)]
+pub(super) enum Collected {
+    /// The list holds every decoded range, sorted, touching ranges merged.
+    All,
+    /// The list filled up.
+    TooMany,
 }
 
 /// Why the walk stopped adding ranges.
 #[derive(Clone, Copy)]
-pub(super) enum Stop {
+enum Stop {
     /// The list is full.
     Full,
     /// A property the walk reads has a value it cannot use.
@@ -79,83 +120,59 @@ enum Bus<'a> {
     Windows(&'a [u8], WindowCells),
 }
 
-/// One open node, as the decoding half of the walk sees it.
-#[derive(Clone, Copy, Default)]
-struct Level<'a> {
-    /// Whether the node's addresses mean anything to the CPU: every node between it
-    /// and the root is a bus with `ranges`. Under a bus without `ranges` (I2C, SPI)
-    /// they do not, and the node is skipped.
-    in_view: bool,
-    /// How its children's addresses translate, when they are in view.
-    bus: Option<Bus<'a>>,
-}
-
 /// The half of the tree's walk that collects what the nodes decode.
-pub(super) struct DecodeWalk<'a, L> {
-    /// The open nodes, root first.
-    levels: [Level<'a>; MAX_DEPTH],
+pub(super) struct DecodeWalk<'a, 'l, L> {
+    /// How each open node, root first, translates its children's addresses: `None`
+    /// when it has no `ranges`, or its own addresses mean nothing to the CPU. A node
+    /// is in view (its addresses mean something) when it is the root or its parent
+    /// translates; under a bus without `ranges` (I2C, SPI) nodes are skipped.
+    buses: [Option<Bus<'a>>; MAX_DEPTH],
     /// What the nodes decode, in tree order.
-    decoded: L,
+    decoded: &'l mut L,
     /// Set once the walk stopped adding ranges.
     stopped: Option<Stop>,
 }
 
-impl<'a, L: RangeList> DecodeWalk<'a, L> {
+impl<'a, 'l, L: RangeList> DecodeWalk<'a, 'l, L> {
     /// A walk that adds to `decoded`.
-    pub(super) fn new(decoded: L) -> DecodeWalk<'a, L> {
+    pub(super) fn new(decoded: &'l mut L) -> DecodeWalk<'a, 'l, L> {
         DecodeWalk {
-            levels: [Level::default(); MAX_DEPTH],
+            buses: [None; MAX_DEPTH],
             decoded,
             stopped: None,
         }
     }
 
-    /// A node begins at `depth`; returns whether its properties matter.
+    /// The properties of the node at `depth` are over; `parent_cells` code its
+    /// `reg` (`None`: they are malformed). Nothing is read once the walk stopped adding ranges.
     #[inline(always)]
-    pub(super) fn begin_node(&mut self, depth: usize) -> bool {
-        let in_view = match depth.checked_sub(1) {
-            None => true,
-            Some(parent) => self
-                .levels
-                .get(parent)
-                .is_some_and(|level| level.bus.is_some()),
-        };
-        if let Some(level) = self.levels.get_mut(depth) {
-            *level = Level { in_view, bus: None };
-        }
-        in_view && self.stopped.is_none()
-    }
-
-    /// The properties of the node at `depth` are over; `ancestors` are the cells of
-    /// the open nodes around it, root first.
     pub(super) fn read(
         &mut self,
         depth: usize,
         has_children: bool,
         properties: &Properties<'a>,
-        ancestors: &[Result<Cells, TreeError>],
+        parent_cells: Option<Cells>,
     ) {
         if self.stopped.is_some() {
             return;
         }
-        if let Err(stop) = self.add_decoded(depth, has_children, properties, ancestors) {
+        if let Err(stop) = self.add_decoded(depth, has_children, properties, parent_cells) {
             self.stopped = Some(stop);
         }
     }
 
-    /// What the nodes decode, sorted, with touching ranges merged; `None` if the list
+    /// Sorts what the nodes decode and merges touching ranges, unless the list
     /// filled up.
-    pub(super) fn finish(self) -> Result<Option<L>, TreeError> {
-        let mut decoded = self.decoded;
+    pub(super) fn finish(self) -> Result<Collected, TreeError> {
         match self.stopped {
-            Some(Stop::Full) => return Ok(None),
+            Some(Stop::Full) => return Ok(Collected::TooMany),
             Some(Stop::Error(error)) => return Err(error),
             None => {}
         }
-        decoded.sort_unstable_by_key(|range| range.start);
-        let merged = merge_sorted(&mut decoded);
-        decoded.cut(merged);
-        Ok(Some(decoded))
+        self.decoded.sort_by_start();
+        let merged = merge_sorted(self.decoded);
+        self.decoded.cut(merged);
+        Ok(Collected::All)
     }
 
     /// Adds what the `reg` of the node at `depth` decodes and, for a bus, sets how its
@@ -164,51 +181,52 @@ impl<'a, L: RangeList> DecodeWalk<'a, L> {
     /// MMIO windows) or no children (QEMU's platform bus, filled at run time). A
     /// plain translating bus (the Pi's `/soc`) is not, or every address in it would
     /// count.
+    #[inline(always)]
     fn add_decoded(
         &mut self,
         depth: usize,
         has_children: bool,
         properties: &Properties<'a>,
-        ancestors: &[Result<Cells, TreeError>],
+        parent_cells: Option<Cells>,
     ) -> Result<(), Stop> {
         let malformed = Stop::Error(TreeError::Malformed);
-        let (outer, rest) = self.levels.split_at_mut_checked(depth).ok_or(malformed)?;
-        let level = rest.first_mut().ok_or(malformed)?;
-        if !level.in_view {
-            return Ok(());
-        }
+        let (outer, rest) = self.buses.split_at_mut_checked(depth).ok_or(malformed)?;
+        let bus = rest.first_mut().ok_or(malformed)?;
+        *bus = None;
         // The root's addresses are the CPU's; its own `reg` and `ranges` say nothing.
-        let Some(&parent_cells) = ancestors.last() else {
-            level.bus = Some(Bus::Identity);
+        let Some((parent, _)) = outer.split_last() else {
+            *bus = Some(Bus::Identity);
             return Ok(());
         };
+        if parent.is_none() {
+            return Ok(());
+        }
         let reg = properties.get(Name::Reg);
         let ranges = properties.get(Name::Ranges);
         if reg.is_none() && ranges.is_none() {
             return Ok(());
         }
-        let parent_cells = parent_cells.map_err(Stop::Error)?;
+        let parent_cells = parent_cells.ok_or(malformed)?;
         // The buses between the root and the node, outermost first.
         let enclosing = outer.get(1..).unwrap_or_default();
         if let Some(reg) = reg {
             let entries = reg_entries(reg, parent_cells).map_err(Stop::Error)?;
             // Entries that do not fit 64 bits are left out.
             for entry in entries {
-                let Some((address, size)) = entry else {
-                    continue;
-                };
-                if let Some(start) = translate(enclosing, address) {
-                    add_range(&mut self.decoded, start, size)?;
+                if let Some((address, size)) = entry
+                    && let Some(start) = translate(enclosing, address)
+                {
+                    add_range(self.decoded, start, size)?;
                 }
             }
         }
         let Some(ranges) = ranges else {
             return Ok(());
         };
-        let bus = if ranges.is_empty() {
+        *bus = Some(if ranges.is_empty() {
             Bus::Identity
         } else {
-            let own_cells = Cells::of(properties).map_err(Stop::Error)?;
+            let own_cells = Cells::of(properties).ok_or(malformed)?;
             let cells = WindowCells {
                 child: own_cells.address,
                 parent: parent_cells.address,
@@ -218,13 +236,12 @@ impl<'a, L: RangeList> DecodeWalk<'a, L> {
             if is_device {
                 for window in windows(ranges, cells) {
                     if let Some(start) = translate(enclosing, window.parent) {
-                        add_range(&mut self.decoded, start, window.len)?;
+                        add_range(self.decoded, start, window.len)?;
                     }
                 }
             }
             Bus::Windows(ranges, cells)
-        };
-        level.bus = Some(bus);
+        });
         Ok(())
     }
 }
@@ -249,10 +266,11 @@ fn merge_sorted(ranges: &mut [PhysRange]) -> usize {
 
 /// Translates `address` on the innermost of the `enclosing` buses (outermost first)
 /// up to a CPU physical address; `None` if some bus has no window holding it.
-fn translate(enclosing: &[Level<'_>], address: u64) -> Option<u64> {
+#[inline(always)]
+fn translate(enclosing: &[Option<Bus<'_>>], address: u64) -> Option<u64> {
     let mut address = address;
-    for level in enclosing.iter().rev() {
-        let Bus::Windows(ranges, cells) = level.bus? else {
+    for bus in enclosing.iter().rev() {
+        let Bus::Windows(ranges, cells) = (*bus)? else {
             continue;
         };
         let on_bus = u128::from(address);
@@ -268,15 +286,16 @@ fn translate(enclosing: &[Level<'_>], address: u64) -> Option<u64> {
 /// Adds the range of `len` bytes at `start`, cut at the top of the address space, to
 /// `decoded`; a range that starts where the last one ends (a row of devices, such as
 /// QEMU's virtio transports) extends it instead.
+#[inline(always)]
 fn add_range(decoded: &mut impl RangeList, start: u64, len: u64) -> Result<(), Stop> {
-    let range = PhysRange::new(start, len.min(u64::MAX - start));
+    let end = start.saturating_add(len);
     if let Some(last) = decoded.last_mut()
-        && last.end == range.start
+        && last.end == start
     {
-        last.end = range.end;
+        last.end = end;
         return Ok(());
     }
-    if decoded.push_range(range) {
+    if decoded.push_range(PhysRange { start, end }) {
         Ok(())
     } else {
         Err(Stop::Full)
