@@ -17,11 +17,11 @@ mod dtb;
 mod properties;
 
 use alloc::vec::Vec;
-use core::cell::OnceCell;
+use core::cell::{Cell, OnceCell};
 
 use transom_boards::PhysRange;
 
-use decoded::{Collected, DecodeWalk, FixedRanges, RangeList, holds};
+use decoded::{Collected, DecodeWalk, FixedRanges, RangeList, find};
 use dtb::{Dtb, MAX_DEPTH, Visitor};
 use properties::{Cells, Name, Properties, reg_entries};
 
@@ -80,6 +80,10 @@ pub struct FirmwareTree<'a> {
     listed: FixedRanges,
     /// Where what the tree's nodes decode is found.
     decoded: Decoded,
+    /// The index in `listed` of the range the last [`FirmwareTree::decodes`] found:
+    /// lookups in address order (the kernel's cross-check of a board table, whose
+    /// rows of devices fall in one merged range) mostly find it again.
+    last_found: Cell<usize>,
 }
 
 /// Where what the tree's nodes decode is found.
@@ -97,25 +101,39 @@ impl<'a> FirmwareTree<'a> {
     /// Parses the blob `bytes` found at `address` (`None`: no valid header there):
     /// checks its header and reads, in one walk of its structure block, everything
     /// the other methods answer with. Allocates nothing.
+    #[inline(never)]
     pub fn parse(address: usize, bytes: Option<&'a [u8]>) -> Result<FirmwareTree<'a>, TreeError> {
         let bytes = bytes.ok_or(TreeError::NoBlob { address })?;
         let dtb = Dtb::new(bytes)?;
-        // Filled where it lies, not moved: it holds some 1.5 KiB of fixed lists.
-        let mut tree = FirmwareTree {
+        // Built in the result, then filled, not moved: it holds some 1.5 KiB of
+        // fixed lists.
+        let mut parsed = Ok(FirmwareTree {
             dtb,
             blob: PhysRange::new(address as u64, bytes.len() as u64),
-            facts: Facts::new(&dtb),
+            facts: Facts::new(),
             listed: FixedRanges::new(),
             decoded: Decoded::Listed,
-        };
-        let mut walk = TreeWalk::new(&mut tree.facts, &mut tree.listed);
-        dtb.walk(&mut walk)?;
-        tree.decoded = match walk.finish() {
+            last_found: Cell::new(0),
+        });
+        if let Ok(tree) = &mut parsed
+            && let Err(error) = tree.read()
+        {
+            parsed = Err(error);
+        }
+        parsed
+    }
+
+    /// Walks the structure block, reading what the other methods answer with.
+    fn read(&mut self) -> Result<(), TreeError> {
+        self.facts.reserved = reservations(&self.dtb);
+        let mut walk = TreeWalk::new(&mut self.facts, &mut self.listed);
+        self.dtb.walk(&mut walk)?;
+        self.decoded = match walk.finish() {
             Ok(Collected::All) => Decoded::Listed,
             Ok(Collected::TooMany) => Decoded::Spilled(OnceCell::new()),
             Err(error) => Decoded::Unreadable(error),
         };
-        Ok(tree)
+        Ok(())
     }
 
     /// RAM ranges from every `memory` node under the root: a node whose
@@ -169,10 +187,26 @@ impl<'a> FirmwareTree<'a> {
     #[inline]
     pub fn decodes(&self, address: u64) -> Result<bool, TreeError> {
         match &self.decoded {
-            Decoded::Listed => Ok(holds(&self.listed, address)),
+            Decoded::Listed => Ok(self.listed_holds(address)),
             Decoded::Unreadable(error) => Err(*error),
             Decoded::Spilled(on_heap) => self.decodes_on_heap(on_heap, address),
         }
+    }
+
+    /// Whether a range of `listed` holds `address`: the one the last lookup found,
+    /// or the one a binary search finds.
+    #[inline(always)]
+    fn listed_holds(&self, address: u64) -> bool {
+        let listed = self.listed.as_slice();
+        let last_found = listed.get(self.last_found.get());
+        if last_found.is_some_and(|range| range.contains(address)) {
+            return true;
+        }
+        let Some(found) = find(listed, address) else {
+            return false;
+        };
+        self.last_found.set(found);
+        true
     }
 
     /// [`FirmwareTree::decodes`] for a tree whose decoded ranges did not fit the
@@ -184,14 +218,14 @@ impl<'a> FirmwareTree<'a> {
         address: u64,
     ) -> Result<bool, TreeError> {
         match on_heap.get_or_init(|| self.decoded_on_heap()) {
-            Ok(decoded) => Ok(holds(decoded, address)),
+            Ok(decoded) => Ok(find(decoded, address).is_some()),
             Err(error) => Err(*error),
         }
     }
 
     /// What the nodes decode, collected on the heap by one more walk.
     fn decoded_on_heap(&self) -> Result<Vec<PhysRange>, TreeError> {
-        let mut facts = Facts::new(&self.dtb);
+        let mut facts = Facts::new();
         let mut decoded = Vec::new();
         let mut walk = TreeWalk::new(&mut facts, &mut decoded);
         self.dtb.walk(&mut walk)?;
@@ -272,23 +306,39 @@ struct Facts<'a> {
 }
 
 impl<'a> Facts<'a> {
-    /// What is known before the walk: the header's memory reservations.
-    fn new(dtb: &Dtb<'a>) -> Facts<'a> {
-        let mut reserved = Ok(Ranges::new());
-        for entry in dtb.reservations() {
-            add_to(&mut reserved, |ranges| {
-                let (address, size) = entry?;
-                let range = PhysRange::checked(address, size).ok_or(TreeError::Malformed)?;
-                push_range(ranges, range, "reserved ranges")
-            });
-        }
+    /// Nothing read yet. A function, not a constant: a constant would be copied in
+    /// whole, with the room of its empty lists.
+    fn new() -> Facts<'a> {
         Facts {
             memory: Ok(Ranges::new()),
             bootargs: Ok(""),
             initrd: Ok(None),
             psci_method: Ok(None),
             cpus: Ok(Cpus::new()),
-            reserved,
+            reserved: Ok(Ranges::new()),
+        }
+    }
+
+    /// Reads the `properties` of a node whose `role` the boot reads; `parent_cells`
+    /// code its `reg` (`None`: they are malformed).
+    #[inline(never)]
+    fn read(&mut self, role: Role, properties: &Properties<'a>, parent_cells: Option<Cells>) {
+        match role {
+            Role::RootChild(child) => {
+                add_to(&mut self.memory, |ranges| {
+                    add_memory(ranges, child, properties, parent_cells)
+                });
+                match child {
+                    RootChild::Chosen => self.read_chosen(properties),
+                    RootChild::Psci => self.psci_method = properties.string(Name::Method),
+                    _ => {}
+                }
+            }
+            Role::Cpu => add_to(&mut self.cpus, |cpus| add_cpu(cpus, properties)),
+            Role::Reservation => add_to(&mut self.reserved, |ranges| {
+                add_reservation(ranges, properties, parent_cells)
+            }),
+            Role::Root | Role::Other => {}
         }
     }
 
@@ -412,31 +462,11 @@ impl<'a, 'f> BootWalk<'a, 'f> {
             _ => return,
         };
         self.roles[depth] = role;
-        let facts = &mut *self.facts;
         match role {
-            Role::RootChild(RootChild::Other) => {
-                // The common case: a device, not memory, unless its type says so.
-                if properties.has(Name::DeviceType) {
-                    add_to(&mut facts.memory, |ranges| {
-                        add_memory(ranges, RootChild::Other, properties, parent_cells)
-                    });
-                }
-            }
-            Role::RootChild(child) => {
-                add_to(&mut facts.memory, |ranges| {
-                    add_memory(ranges, child, properties, parent_cells)
-                });
-                match child {
-                    RootChild::Chosen => facts.read_chosen(properties),
-                    RootChild::Psci => facts.psci_method = properties.string(Name::Method),
-                    _ => {}
-                }
-            }
-            Role::Cpu => add_to(&mut facts.cpus, |cpus| add_cpu(cpus, properties)),
-            Role::Reservation => add_to(&mut facts.reserved, |ranges| {
-                add_reservation(ranges, properties, parent_cells)
-            }),
+            // The common case: a device, not memory, unless its type says so.
+            Role::RootChild(RootChild::Other) if !properties.has(Name::DeviceType) => {}
             Role::Root | Role::Other => {}
+            _ => self.facts.read(role, properties, parent_cells),
         }
     }
 
@@ -456,6 +486,19 @@ impl<'a, 'f> BootWalk<'a, 'f> {
             child
         }
     }
+}
+
+/// The `/memreserve/` entries of the blob's header (5.3).
+fn reservations(dtb: &Dtb<'_>) -> Result<Ranges, TreeError> {
+    let mut reserved = Ok(Ranges::new());
+    for entry in dtb.reservations() {
+        add_to(&mut reserved, |ranges| {
+            let (address, size) = entry?;
+            let range = PhysRange::checked(address, size).ok_or(TreeError::Malformed)?;
+            push_range(ranges, range, "reserved ranges")
+        });
+    }
+    reserved
 }
 
 /// The initrd `/chosen` names with `linux,initrd-start` and `linux,initrd-end`
@@ -485,7 +528,7 @@ fn add_memory(
         return Ok(());
     };
     let root_cells = root_cells.ok_or(TreeError::Malformed)?;
-    for entry in reg_entries(reg, root_cells)? {
+    for entry in reg_entries(reg, root_cells).ok_or(TreeError::Malformed)? {
         let (address, size) = entry.ok_or(TreeError::Malformed)?;
         if size == 0 {
             continue;
@@ -525,7 +568,7 @@ fn add_reservation(
         return Ok(());
     };
     let cells = reserved_memory_cells.ok_or(TreeError::Malformed)?;
-    for entry in reg_entries(reg, cells)? {
+    for entry in reg_entries(reg, cells).ok_or(TreeError::Malformed)? {
         if let Some((address, size)) = entry
             && size > 0
         {

@@ -40,16 +40,18 @@ impl RangeList for FixedRanges {
         self.truncate(len);
     }
 
-    /// By insertion: the list is short, and a tree lists most devices in order.
+    /// By insertion: the list is short.
     fn sort_by_start(&mut self) {
         for index in 1..self.len() {
             let range = self[index];
             let mut slot = index;
-            while let Some(before) = slot.checked_sub(1)
-                && self[before].start > range.start
-            {
-                self[slot] = self[before];
-                slot = before;
+            while slot > 0 {
+                let before = self[slot - 1];
+                if before.start <= range.start {
+                    break;
+                }
+                self[slot] = before;
+                slot -= 1;
             }
             self[slot] = range;
         }
@@ -71,26 +73,25 @@ impl RangeList for Vec<PhysRange> {
     }
 }
 
-/// Whether some range of `decoded`, sorted and disjoint, holds `address`: a binary
-/// search for the last range that starts at or below it, whose steps pick the half
-/// without a branch.
+/// The index of the range of `decoded`, sorted and disjoint, that holds `address`,
+/// if one does: a binary search for the last range that starts at or below it.
 #[inline(always)]
-pub(super) fn holds(decoded: &[PhysRange], address: u64) -> bool {
-    let mut size = decoded.len();
-    if size == 0 {
-        return false;
-    }
-    // `decoded[base]` is the candidate; the answer lies in `base..base + size`.
-    let mut base = 0;
-    while size > 1 {
-        let half = size / 2;
-        let middle = base + half;
-        if decoded[middle].start <= address {
-            base = middle;
+pub(super) fn find(decoded: &[PhysRange], address: u64) -> Option<usize> {
+    // The candidate lies in `rest`, which starts `skipped` ranges into `decoded`.
+    let mut rest = decoded;
+    let mut skipped = 0;
+    while rest.len() > 1 {
+        let half = rest.len() / 2;
+        let (low, high) = rest.split_at(half);
+        if high.first().is_some_and(|range| range.start <= address) {
+            skipped += half;
+            rest = high;
+        } else {
+            rest = low;
         }
-        size -= half;
     }
-    decoded[base].contains(address)
+    let holds = rest.first().is_some_and(|range| range.contains(address));
+    holds.then_some(skipped)
 }
 
 /// How the walk ended.
@@ -107,8 +108,8 @@ pub(super) enum Collected {
 enum Stop {
     /// The list is full.
     Full,
-    /// A property the walk reads has a value it cannot use.
-    Error(TreeError),
+    /// A `reg`, `ranges` or cell count the walk reads has a value it cannot use.
+    Malformed,
 }
 
 /// How a bus maps its children's addresses to its own parent's (2.3.8).
@@ -166,7 +167,7 @@ impl<'a, 'l, L: RangeList> DecodeWalk<'a, 'l, L> {
     pub(super) fn finish(self) -> Result<Collected, TreeError> {
         match self.stopped {
             Some(Stop::Full) => return Ok(Collected::TooMany),
-            Some(Stop::Error(error)) => return Err(error),
+            Some(Stop::Malformed) => return Err(TreeError::Malformed),
             None => {}
         }
         self.decoded.sort_by_start();
@@ -189,7 +190,7 @@ impl<'a, 'l, L: RangeList> DecodeWalk<'a, 'l, L> {
         properties: &Properties<'a>,
         parent_cells: Option<Cells>,
     ) -> Result<(), Stop> {
-        let malformed = Stop::Error(TreeError::Malformed);
+        let malformed = Stop::Malformed;
         let (outer, rest) = self.buses.split_at_mut_checked(depth).ok_or(malformed)?;
         let bus = rest.first_mut().ok_or(malformed)?;
         *bus = None;
@@ -210,40 +211,84 @@ impl<'a, 'l, L: RangeList> DecodeWalk<'a, 'l, L> {
         // The buses between the root and the node, outermost first.
         let enclosing = outer.get(1..).unwrap_or_default();
         if let Some(reg) = reg {
-            let entries = reg_entries(reg, parent_cells).map_err(Stop::Error)?;
-            // Entries that do not fit 64 bits are left out.
-            for entry in entries {
-                if let Some((address, size)) = entry
-                    && let Some(start) = translate(enclosing, address)
-                {
-                    add_range(self.decoded, start, size)?;
-                }
-            }
+            add_reg(self.decoded, enclosing, reg, parent_cells)?;
         }
-        let Some(ranges) = ranges else {
-            return Ok(());
-        };
-        *bus = Some(if ranges.is_empty() {
-            Bus::Identity
-        } else {
-            let own_cells = Cells::of(properties).ok_or(malformed)?;
-            let cells = WindowCells {
-                child: own_cells.address,
-                parent: parent_cells.address,
-                size: own_cells.size,
-            };
+        if let Some(ranges) = ranges {
             let is_device = reg.is_some() || !has_children;
-            if is_device {
-                for window in windows(ranges, cells) {
-                    if let Some(start) = translate(enclosing, window.parent) {
-                        add_range(self.decoded, start, window.len)?;
-                    }
-                }
-            }
-            Bus::Windows(ranges, cells)
-        });
+            let own_cells = Cells::of(properties);
+            add_bus(
+                self.decoded,
+                enclosing,
+                bus,
+                (ranges, own_cells, parent_cells),
+                is_device,
+            )?;
+        }
         Ok(())
     }
+}
+
+/// Adds the ranges of the `reg` value `reg` (2.3.6) coded with `parent_cells` to
+/// `decoded`, translated through the `enclosing` buses; entries that do not fit 64
+/// bits are left out.
+#[inline(always)]
+fn add_reg(
+    decoded: &mut impl RangeList,
+    enclosing: &[Option<Bus<'_>>],
+    reg: &[u8],
+    parent_cells: Cells,
+) -> Result<(), Stop> {
+    let entries = reg_entries(reg, parent_cells).ok_or(Stop::Malformed)?;
+    let identity = |bus: &Option<Bus<'_>>| matches!(bus, Some(Bus::Identity));
+    if enclosing.iter().all(identity) {
+        // The common case, a device under the root: its addresses are the CPU's, and
+        // the loop calls nothing.
+        for (address, size) in entries.flatten() {
+            add_range(decoded, address, size)?;
+        }
+        return Ok(());
+    }
+    for entry in entries {
+        if let Some((address, size)) = entry
+            && let Some(start) = translate(enclosing, address)
+        {
+            add_range(decoded, start, size)?;
+        }
+    }
+    Ok(())
+}
+
+/// Sets `bus` to how a bus node translates its children's addresses, from its
+/// `ranges` value (2.3.8), its own cells (`None`: malformed) and its parent's. The
+/// windows of a bus that `is_device` are added to `decoded`, translated through the
+/// `enclosing` buses.
+#[inline(never)]
+fn add_bus<'a>(
+    decoded: &mut impl RangeList,
+    enclosing: &[Option<Bus<'a>>],
+    bus: &mut Option<Bus<'a>>,
+    (ranges, own_cells, parent_cells): (&'a [u8], Option<Cells>, Cells),
+    is_device: bool,
+) -> Result<(), Stop> {
+    if ranges.is_empty() {
+        *bus = Some(Bus::Identity);
+        return Ok(());
+    }
+    let own_cells = own_cells.ok_or(Stop::Malformed)?;
+    let cells = WindowCells {
+        child: own_cells.address,
+        parent: parent_cells.address,
+        size: own_cells.size,
+    };
+    *bus = Some(Bus::Windows(ranges, cells));
+    if is_device {
+        for window in windows(ranges, cells) {
+            if let Some(start) = translate(enclosing, window.parent) {
+                add_range(decoded, start, window.len)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Merges the touching or overlapping ranges of `ranges`, sorted by start, into the
@@ -270,17 +315,23 @@ fn merge_sorted(ranges: &mut [PhysRange]) -> usize {
 fn translate(enclosing: &[Option<Bus<'_>>], address: u64) -> Option<u64> {
     let mut address = address;
     for bus in enclosing.iter().rev() {
-        let Bus::Windows(ranges, cells) = (*bus)? else {
-            continue;
-        };
-        let on_bus = u128::from(address);
-        let (window, offset) = windows(ranges, cells).find_map(|window| {
-            let offset = on_bus.checked_sub(window.child)?;
-            (offset < u128::from(window.len)).then_some((window, offset))
-        })?;
-        address = window.parent.checked_add(u64::try_from(offset).ok()?)?;
+        if let Bus::Windows(ranges, cells) = (*bus)? {
+            address = through_windows(ranges, cells, address)?;
+        }
     }
     Some(address)
+}
+
+/// Translates `address` on a bus with the windows `ranges`, coded with `cells`, to
+/// its parent's address; `None` if no window holds it.
+#[inline(never)]
+fn through_windows(ranges: &[u8], cells: WindowCells, address: u64) -> Option<u64> {
+    let on_bus = u128::from(address);
+    let (window, offset) = windows(ranges, cells).find_map(|window| {
+        let offset = on_bus.checked_sub(window.child)?;
+        (offset < u128::from(window.len)).then_some((window, offset))
+    })?;
+    window.parent.checked_add(u64::try_from(offset).ok()?)
 }
 
 /// Adds the range of `len` bytes at `start`, cut at the top of the address space, to

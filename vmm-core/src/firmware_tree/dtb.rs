@@ -193,6 +193,13 @@ const fn stored(token: u32) -> u32 {
     token.to_be()
 }
 
+/// The words a property's value of `len` bytes takes, with its padding (5.4.1).
+#[inline(always)]
+fn padded_words(len: u32) -> usize {
+    // At most 2^30: no sum of it and an index overflows.
+    u64::from(len).div_ceil(4) as usize
+}
+
 /// Reads the structure block's words in order.
 struct Cursor<'a> {
     structure: &'a [u32],
@@ -210,14 +217,6 @@ impl<'a> Cursor<'a> {
         let word = self.structure.get(self.next).ok_or(TreeError::Malformed)?;
         self.next += 1;
         Ok(u32::from_be(*word))
-    }
-
-    /// The next token as the block holds it: see [`stored`].
-    #[inline(always)]
-    fn stored_token(&mut self) -> Result<u32, TreeError> {
-        let word = self.structure.get(self.next).ok_or(TreeError::Malformed)?;
-        self.next += 1;
-        Ok(*word)
     }
 
     /// The NUL-terminated name after `FDT_BEGIN_NODE`; moves past it and its padding
@@ -244,22 +243,6 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// The `len` word after `FDT_PROP` (5.4.1), and the `nameoff` word as the block
-    /// holds it; moves past them and the value with its padding. A value past the
-    /// block is malformed by the next token.
-    #[inline(always)]
-    fn property_header(&mut self) -> Result<(usize, u32), TreeError> {
-        // `next` is at most the block's length: the token before it was in it.
-        let header = self.structure.get(self.next..);
-        let Some(&[len, name_offset]) = header.and_then(<[u32]>::first_chunk) else {
-            return Err(TreeError::Malformed);
-        };
-        let len = u32::from_be(len);
-        let padded_words = u64::from(len).div_ceil(4);
-        self.next += 2 + padded_words as usize;
-        Ok((len as usize, name_offset))
-    }
-
     /// Reads the properties of a node, telling `visitor` about those the hypervisor
     /// reads; returns the token after them.
     #[inline(always)]
@@ -270,23 +253,38 @@ impl<'a> Cursor<'a> {
         visitor: &mut impl Visitor<'a>,
     ) -> Result<u32, TreeError> {
         loop {
-            let token = self.stored_token()?;
+            // A token and the two words a property's header holds after it (5.4.1),
+            // read under one bounds check. `next` may lie past the block, after a
+            // value that does.
+            let words = self.structure.get(self.next..).unwrap_or_default();
+            let Some(&[token, len, name_offset]) = words.first_chunk() else {
+                // No room for a property header: the block ends with a token or two.
+                match self.token()? {
+                    FDT_NOP => continue,
+                    FDT_PROP => return Err(TreeError::Malformed),
+                    token => return Ok(token),
+                }
+            };
             if token != stored(FDT_PROP) {
+                self.next += 1;
                 if token == stored(FDT_NOP) {
                     continue;
                 }
                 return Ok(u32::from_be(token));
             }
-            let value_at = (self.next + 2) * 4;
-            let (len, name_offset) = self.property_header()?;
+            let value_at = self.next + 3;
+            let len = u32::from_be(len);
+            self.next = value_at + padded_words(len);
             let Some(name) = names.name(name_offset, strings)? else {
                 continue;
             };
-            // Past the block if the next token is: `value_at` is at most 2^32 + 8.
+            // A value past the block is malformed here, or by the next token if no
+            // one reads it. `value_at` is at most 2^30 + 3 words past the block.
+            let value_start = value_at * 4;
             let value = self
                 .structure
                 .as_bytes()
-                .get(value_at..value_at + len)
+                .get(value_start..value_start + len as usize)
                 .ok_or(TreeError::Malformed)?;
             visitor.property(name, value);
         }
