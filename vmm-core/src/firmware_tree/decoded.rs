@@ -115,7 +115,10 @@ enum Stop {
 /// How a bus maps its children's addresses to its own parent's (2.3.8).
 #[derive(Clone, Copy)]
 enum Bus<'a> {
-    /// An empty `ranges`: the same addresses.
+    /// Its children's addresses are the CPU's: it is the root, or has an empty
+    /// `ranges` and its own addresses are the CPU's.
+    Direct,
+    /// An empty `ranges` under a bus that translates: the same addresses.
     Identity,
     /// A `ranges` list, and how it is coded.
     Windows(&'a [u8], WindowCells),
@@ -190,36 +193,46 @@ impl<'a, 'l, L: RangeList> DecodeWalk<'a, 'l, L> {
         properties: &Properties<'a>,
         parent_cells: Option<Cells>,
     ) -> Result<(), Stop> {
-        let malformed = Stop::Malformed;
-        let (outer, rest) = self.buses.split_at_mut_checked(depth).ok_or(malformed)?;
-        let bus = rest.first_mut().ok_or(malformed)?;
+        let (outer, rest) = self
+            .buses
+            .split_at_mut_checked(depth)
+            .ok_or(Stop::Malformed)?;
+        let bus = rest.first_mut().ok_or(Stop::Malformed)?;
         *bus = None;
         // The root's addresses are the CPU's; its own `reg` and `ranges` say nothing.
-        let Some((parent, _)) = outer.split_last() else {
-            *bus = Some(Bus::Identity);
+        let Some((&parent, _)) = outer.split_last() else {
+            *bus = Some(Bus::Direct);
             return Ok(());
         };
-        if parent.is_none() {
+        let Some(parent) = parent else {
             return Ok(());
-        }
+        };
         let reg = properties.get(Name::Reg);
         let ranges = properties.get(Name::Ranges);
         if reg.is_none() && ranges.is_none() {
             return Ok(());
         }
-        let parent_cells = parent_cells.ok_or(malformed)?;
+        let parent_cells = parent_cells.ok_or(Stop::Malformed)?;
         // The buses between the root and the node, outermost first.
         let enclosing = outer.get(1..).unwrap_or_default();
         if let Some(reg) = reg {
-            add_reg(self.decoded, enclosing, reg, parent_cells)?;
+            if let Bus::Direct = parent {
+                // The common case, a device under the root: the loop calls nothing.
+                let entries = reg_entries(reg, parent_cells).ok_or(Stop::Malformed)?;
+                for (address, size) in entries.flatten() {
+                    add_range(self.decoded, address, size)?;
+                }
+            } else {
+                add_translated(self.decoded, enclosing, reg, parent_cells)?;
+            }
         }
         if let Some(ranges) = ranges {
-            let is_device = reg.is_some() || !has_children;
             let own_cells = Cells::of(properties);
+            let is_device = reg.is_some() || !has_children;
             add_bus(
                 self.decoded,
                 enclosing,
-                bus,
+                (parent, bus),
                 (ranges, own_cells, parent_cells),
                 is_device,
             )?;
@@ -228,30 +241,19 @@ impl<'a, 'l, L: RangeList> DecodeWalk<'a, 'l, L> {
     }
 }
 
-/// Adds the ranges of the `reg` value `reg` (2.3.6) coded with `parent_cells` to
-/// `decoded`, translated through the `enclosing` buses; entries that do not fit 64
-/// bits are left out.
-#[inline(always)]
-fn add_reg(
+/// Adds the ranges of the `reg` value `reg` (2.3.6) coded with `parent_cells`,
+/// translated through the `enclosing` buses, to `decoded`; entries that do not fit
+/// 64 bits are left out.
+#[inline(never)]
+fn add_translated(
     decoded: &mut impl RangeList,
     enclosing: &[Option<Bus<'_>>],
     reg: &[u8],
     parent_cells: Cells,
 ) -> Result<(), Stop> {
     let entries = reg_entries(reg, parent_cells).ok_or(Stop::Malformed)?;
-    let identity = |bus: &Option<Bus<'_>>| matches!(bus, Some(Bus::Identity));
-    if enclosing.iter().all(identity) {
-        // The common case, a device under the root: its addresses are the CPU's, and
-        // the loop calls nothing.
-        for (address, size) in entries.flatten() {
-            add_range(decoded, address, size)?;
-        }
-        return Ok(());
-    }
-    for entry in entries {
-        if let Some((address, size)) = entry
-            && let Some(start) = translate(enclosing, address)
-        {
+    for (address, size) in entries.flatten() {
+        if let Some(start) = translate(enclosing, address) {
             add_range(decoded, start, size)?;
         }
     }
@@ -259,19 +261,23 @@ fn add_reg(
 }
 
 /// Sets `bus` to how a bus node translates its children's addresses, from its
-/// `ranges` value (2.3.8), its own cells (`None`: malformed) and its parent's. The
-/// windows of a bus that `is_device` are added to `decoded`, translated through the
-/// `enclosing` buses.
+/// `ranges` value (2.3.8), its own cells (`None`: malformed) and its parent's;
+/// `parent` is how its parent translates. The windows of a bus that `is_device` are
+/// added to `decoded`, translated through the `enclosing` buses. (Set through a
+/// reference: a returned `Bus` was copied byte by byte.)
 #[inline(never)]
 fn add_bus<'a>(
     decoded: &mut impl RangeList,
     enclosing: &[Option<Bus<'a>>],
-    bus: &mut Option<Bus<'a>>,
+    (parent, bus): (Bus<'a>, &mut Option<Bus<'a>>),
     (ranges, own_cells, parent_cells): (&'a [u8], Option<Cells>, Cells),
     is_device: bool,
 ) -> Result<(), Stop> {
     if ranges.is_empty() {
-        *bus = Some(Bus::Identity);
+        *bus = Some(match parent {
+            Bus::Direct => Bus::Direct,
+            Bus::Identity | Bus::Windows(..) => Bus::Identity,
+        });
         return Ok(());
     }
     let own_cells = own_cells.ok_or(Stop::Malformed)?;
@@ -311,7 +317,6 @@ fn merge_sorted(ranges: &mut [PhysRange]) -> usize {
 
 /// Translates `address` on the innermost of the `enclosing` buses (outermost first)
 /// up to a CPU physical address; `None` if some bus has no window holding it.
-#[inline(always)]
 fn translate(enclosing: &[Option<Bus<'_>>], address: u64) -> Option<u64> {
     let mut address = address;
     for bus in enclosing.iter().rev() {
@@ -324,7 +329,6 @@ fn translate(enclosing: &[Option<Bus<'_>>], address: u64) -> Option<u64> {
 
 /// Translates `address` on a bus with the windows `ranges`, coded with `cells`, to
 /// its parent's address; `None` if no window holds it.
-#[inline(never)]
 fn through_windows(ranges: &[u8], cells: WindowCells, address: u64) -> Option<u64> {
     let on_bus = u128::from(address);
     let (window, offset) = windows(ranges, cells).find_map(|window| {

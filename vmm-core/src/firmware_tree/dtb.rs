@@ -200,6 +200,15 @@ fn padded_words(len: u32) -> usize {
     u64::from(len).div_ceil(4) as usize
 }
 
+/// The bytes of `word`, read from memory, that are NUL, flagged by their top bit:
+/// the word with its first byte lowest, so that the lowest flagged byte is the first
+/// NUL (a flag above a NUL may be a false one).
+#[inline(always)]
+fn zero_bytes(word: u32) -> u32 {
+    let in_memory_order = u32::from_le(word);
+    in_memory_order.wrapping_sub(0x0101_0101) & !in_memory_order & 0x8080_8080
+}
+
 /// Reads the structure block's words in order.
 struct Cursor<'a> {
     structure: &'a [u32],
@@ -223,24 +232,16 @@ impl<'a> Cursor<'a> {
     /// to the next 4-byte boundary. Looks for the NUL a word at a time.
     #[inline(always)]
     fn node_name(&mut self) -> Result<&'a [u8], TreeError> {
-        let start = self.next * 4;
-        loop {
-            let word = *self.structure.get(self.next).ok_or(TreeError::Malformed)?;
-            self.next += 1;
-            // The word with its first byte in memory lowest: then the lowest flagged
-            // byte is the first NUL (a flag above a NUL may be a false one).
-            let in_memory_order = u32::from_le(word);
-            let zero_bytes =
-                in_memory_order.wrapping_sub(0x0101_0101) & !in_memory_order & 0x8080_8080;
-            if zero_bytes != 0 {
-                let nul = (self.next - 1) * 4 + zero_bytes.trailing_zeros() as usize / 8;
-                return self
-                    .structure
-                    .as_bytes()
-                    .get(start..nul)
-                    .ok_or(TreeError::Malformed);
-            }
-        }
+        let words = self.structure.get(self.next..).unwrap_or_default();
+        let last = words
+            .iter()
+            .position(|&word| zero_bytes(word) != 0)
+            .ok_or(TreeError::Malformed)?;
+        let last_word = words.get(last).copied().unwrap_or_default();
+        let len = last * 4 + zero_bytes(last_word).trailing_zeros() as usize / 8;
+        let name = words.as_bytes().get(..len).ok_or(TreeError::Malformed)?;
+        self.next += last + 1;
+        Ok(name)
     }
 
     /// Reads the properties of a node, telling `visitor` about those the hypervisor

@@ -40,26 +40,35 @@ impl Name {
     /// hypervisor reads it. Picks the one candidate by the first bytes, which rule
     /// out most names.
     fn of(names: &[u8]) -> Option<Name> {
-        let (text, name): (&[u8], Name) = match names {
-            [b'#', b'a', ..] => (b"#address-cells\0", Name::AddressCells),
-            [b'#', b's', ..] => (b"#size-cells\0", Name::SizeCells),
-            [b'b', b'o', ..] => (b"bootargs\0", Name::Bootargs),
-            [b'c', b'p', b'u', b'-', ..] => (b"cpu-release-addr\0", Name::CpuReleaseAddr),
-            [b'd', b'e', ..] => (b"device_type\0", Name::DeviceType),
-            [b'e', b'n', ..] => (b"enable-method\0", Name::EnableMethod),
-            [b'l', b'i', b'n', b'u', b'x', b',', b'i', ..] => match names.get(13) {
-                Some(b's') => (b"linux,initrd-start\0", Name::InitrdStart),
-                _ => (b"linux,initrd-end\0", Name::InitrdEnd),
+        match *names.first()? {
+            b'#' => match names.get(1)? {
+                b'a' => is(names, b"#address-cells\0", Name::AddressCells),
+                b's' => is(names, b"#size-cells\0", Name::SizeCells),
+                _ => None,
             },
-            [b'm', b'e', ..] => (b"method\0", Name::Method),
-            [b'r', b'e', ..] => (b"reg\0", Name::Reg),
-            [b'r', b'a', ..] => (b"ranges\0", Name::Ranges),
-            _ => return None,
-        };
-        // Byte by byte, with the NUL: shorter than a call to `memcmp`.
-        let is = text.len() <= names.len() && text.iter().zip(names).all(|(a, b)| a == b);
-        is.then_some(name)
+            b'b' => is(names, b"bootargs\0", Name::Bootargs),
+            b'c' => is(names, b"cpu-release-addr\0", Name::CpuReleaseAddr),
+            b'd' => is(names, b"device_type\0", Name::DeviceType),
+            b'e' => is(names, b"enable-method\0", Name::EnableMethod),
+            b'l' => match names.get(13)? {
+                b's' => is(names, b"linux,initrd-start\0", Name::InitrdStart),
+                _ => is(names, b"linux,initrd-end\0", Name::InitrdEnd),
+            },
+            b'm' => is(names, b"method\0", Name::Method),
+            b'r' => match names.get(1)? {
+                b'e' => is(names, b"reg\0", Name::Reg),
+                _ => is(names, b"ranges\0", Name::Ranges),
+            },
+            _ => None,
+        }
     }
+}
+
+/// `name` if `names` starts with `text` (a name and its NUL): compared as a fixed
+/// number of bytes, which the compiler does without a loop.
+#[inline(always)]
+fn is<const N: usize>(names: &[u8], text: &[u8; N], name: Name) -> Option<Name> {
+    (names.first_chunk::<N>() == Some(text)).then_some(name)
 }
 
 /// How many names [`NameCache`] remembers at once.
@@ -123,7 +132,7 @@ impl NameCache {
 
     /// Compares `names`, the strings block from the name at `stored_offset` on, with
     /// the known ones, and remembers what it is.
-    #[inline(never)]
+    #[inline(always)]
     fn learn(&mut self, stored_offset: u32, names: &[u8]) -> Option<Name> {
         let name = Name::of(names);
         let slot = slot(stored_offset);
