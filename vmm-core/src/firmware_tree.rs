@@ -23,7 +23,7 @@ use transom_boards::PhysRange;
 
 use decoded::{Collected, DecodeWalk, FixedRanges, RangeList, find};
 use dtb::{Dtb, MAX_DEPTH, Visitor};
-use properties::{Cells, Name, Properties, reg_entries};
+use properties::{Cells, Name, Properties, reg_entries, same_bytes};
 
 /// The most RAM ranges recorded.
 pub const MAX_RANGES: usize = 8;
@@ -275,21 +275,50 @@ impl<'a, L: RangeList> Visitor<'a> for TreeWalk<'a, '_, L> {
         self.properties.record(name, value);
     }
 
-    /// Never inlined: the walk's loops keep their registers.
+    /// The common node takes a short cut: a device under the root, or under a bus
+    /// whose addresses are the CPU's, that the boot does not read and that has no
+    /// children or `ranges`. Any other goes the long way. Never inlined: the walk's
+    /// loops keep their registers.
     #[inline(never)]
     fn properties_end(&mut self, depth: usize, name: &'a [u8], has_children: bool) {
-        // How the node's parent codes its `reg`; the root has no parent.
-        let parent_cells = match depth.checked_sub(1) {
-            Some(parent) => self.cells.get(parent).copied().flatten(),
-            None => None,
-        };
-        self.boot.read(depth, name, &self.properties, parent_cells);
+        let parent_cells = self.parent_cells(depth);
+        let short_cut = !has_children
+            && !self.properties.has(Name::Ranges)
+            && self.decode.parent_is_direct(depth)
+            && !self.boot.reads(depth, name, &self.properties);
+        match parent_cells {
+            Some(parent_cells) if short_cut => {
+                let reg = self.properties.get(Name::Reg);
+                self.decode.add_direct(reg, parent_cells);
+            }
+            _ => self.node_end(depth, name, has_children),
+        }
+        self.properties.clear();
+    }
+}
+
+impl<'a, L: RangeList> TreeWalk<'a, '_, L> {
+    /// How the parent of the node at `depth` codes its children's `reg` (`None`: the
+    /// node is the root, or the parent's cells are malformed).
+    #[inline(always)]
+    fn parent_cells(&self, depth: usize) -> Option<Cells> {
+        let parent = depth.checked_sub(1)?;
+        self.cells.get(parent).copied().flatten()
+    }
+
+    /// The properties of the node at `depth`, called `name`, are over: each half
+    /// reads them, and the node's children will find its cells.
+    #[inline(never)]
+    fn node_end(&mut self, depth: usize, name: &'a [u8], has_children: bool) {
+        let parent_cells = self.parent_cells(depth);
+        self.boot
+            .read(depth, name, has_children, &self.properties, parent_cells);
         self.decode
             .read(depth, has_children, &self.properties, parent_cells);
+        // What only the node's children read.
         if has_children && let Some(cells) = self.cells.get_mut(depth) {
             *cells = Cells::of(&self.properties);
         }
-        self.properties.clear();
     }
 }
 
@@ -394,8 +423,9 @@ impl RootChild {
             Some(b'r') => (b"reserved-memory", RootChild::ReservedMemory),
             _ => return RootChild::Other,
         };
-        let is_named =
-            matches!(name.get(node_name.len()), None | Some(b'@')) && name.starts_with(node_name);
+        let before_at = name.get(..node_name.len()).unwrap_or_default();
+        let is_named = matches!(name.get(node_name.len()), None | Some(b'@'))
+            && same_bytes(before_at, node_name);
         if is_named { child } else { RootChild::Other }
     }
 }
@@ -411,8 +441,8 @@ struct Seen {
 
 /// The half of the tree's walk that reads what the boot needs.
 struct BootWalk<'a, 'f> {
-    /// What the open nodes at depths 0 to 2 are; deeper nodes hold nothing the boot
-    /// reads.
+    /// What the open nodes at depths 0 to 2 are, once their properties are over,
+    /// if they have children; deeper nodes hold nothing the boot reads.
     roles: [Role; 3],
     /// The children of the root met so far that only count once.
     seen: Seen,
@@ -440,6 +470,21 @@ impl<'a, 'f> BootWalk<'a, 'f> {
         }
     }
 
+    /// Whether [`BootWalk::read`] would read anything of the node at `depth`, called
+    /// `name`, with `properties`: a quick look, with no side effects.
+    #[inline(always)]
+    fn reads(&self, depth: usize, name: &[u8], properties: &Properties<'_>) -> bool {
+        match depth {
+            0 => true,
+            1 => properties.has(Name::DeviceType) || RootChild::of(name) != RootChild::Other,
+            2 => matches!(
+                self.roles[1],
+                Role::RootChild(RootChild::Cpus | RootChild::ReservedMemory)
+            ),
+            _ => false,
+        }
+    }
+
     /// The properties of the node at `depth`, called `name`, are over: finds what
     /// the node is, and reads what they say. `parent_cells` code its `reg` (`None`:
     /// they are malformed).
@@ -448,6 +493,7 @@ impl<'a, 'f> BootWalk<'a, 'f> {
         &mut self,
         depth: usize,
         name: &[u8],
+        has_children: bool,
         properties: &Properties<'a>,
         parent_cells: Option<Cells>,
     ) {
@@ -461,7 +507,10 @@ impl<'a, 'f> BootWalk<'a, 'f> {
             },
             _ => return,
         };
-        self.roles[depth] = role;
+        // Only the node's children read its role.
+        if has_children {
+            self.roles[depth] = role;
+        }
         match role {
             // The common case: a device, not memory, unless its type says so.
             Role::RootChild(RootChild::Other) if !properties.has(Name::DeviceType) => {}

@@ -114,22 +114,36 @@ enum Stop {
 
 /// How a bus maps its children's addresses to its own parent's (2.3.8).
 #[derive(Clone, Copy)]
-enum Bus<'a> {
-    /// Its children's addresses are the CPU's: it is the root, or has an empty
-    /// `ranges` and its own addresses are the CPU's.
-    Direct,
-    /// An empty `ranges` under a bus that translates: the same addresses.
-    Identity,
-    /// A `ranges` list, and how it is coded.
-    Windows(&'a [u8], WindowCells),
+struct Bus<'a> {
+    /// Its `ranges` windows, coded with `cells`; empty when it maps addresses to
+    /// themselves (an empty `ranges`, or the root).
+    windows: &'a [u8],
+    cells: WindowCells,
+    /// Whether its children's addresses are the CPU's: it maps addresses to
+    /// themselves, and so does every bus above it.
+    direct: bool,
+}
+
+impl Bus<'_> {
+    /// The root's: the CPU's addresses.
+    const ROOT: Bus<'static> = Bus {
+        windows: &[],
+        cells: WindowCells {
+            child: 0,
+            parent: 0,
+            size: 0,
+        },
+        direct: true,
+    };
 }
 
 /// The half of the tree's walk that collects what the nodes decode.
 pub(super) struct DecodeWalk<'a, 'l, L> {
-    /// How each open node, root first, translates its children's addresses: `None`
-    /// when it has no `ranges`, or its own addresses mean nothing to the CPU. A node
-    /// is in view (its addresses mean something) when it is the root or its parent
-    /// translates; under a bus without `ranges` (I2C, SPI) nodes are skipped.
+    /// How each open node, root first, translates its children's addresses, set once
+    /// its properties are over if it has children: `None` when it has no `ranges`, or
+    /// its own addresses mean nothing to the CPU. A node is in view (its addresses
+    /// mean something) when it is the root or its parent translates; under a bus
+    /// without `ranges` (I2C, SPI) nodes are skipped.
     buses: [Option<Bus<'a>>; MAX_DEPTH],
     /// What the nodes decode, in tree order.
     decoded: &'l mut L,
@@ -148,7 +162,8 @@ impl<'a, 'l, L: RangeList> DecodeWalk<'a, 'l, L> {
     }
 
     /// The properties of the node at `depth` are over; `parent_cells` code its
-    /// `reg` (`None`: they are malformed). Nothing is read once the walk stopped adding ranges.
+    /// `reg` (`None`: they are malformed). Nothing is read once the walk stopped
+    /// adding ranges.
     #[inline(always)]
     pub(super) fn read(
         &mut self,
@@ -160,7 +175,35 @@ impl<'a, 'l, L: RangeList> DecodeWalk<'a, 'l, L> {
         if self.stopped.is_some() {
             return;
         }
-        if let Err(stop) = self.add_decoded(depth, has_children, properties, parent_cells) {
+        let mut bus = None;
+        if let Err(stop) = self.add_decoded(depth, has_children, properties, parent_cells, &mut bus)
+        {
+            self.stopped = Some(stop);
+        } else if has_children && let Some(slot) = self.buses.get_mut(depth) {
+            // Only the node's children read how it translates.
+            *slot = bus;
+        }
+    }
+
+    /// Whether the parent of the node at `depth` has children whose addresses are
+    /// the CPU's (see [`DecodeWalk::add_direct`]), and the walk still adds ranges.
+    #[inline(always)]
+    pub(super) fn parent_is_direct(&self, depth: usize) -> bool {
+        let parent = depth
+            .checked_sub(1)
+            .and_then(|parent| self.buses.get(parent));
+        self.stopped.is_none() && parent.is_some_and(|bus| bus.is_some_and(|bus| bus.direct))
+    }
+
+    /// What [`DecodeWalk::read`] does for a node without children or `ranges`,
+    /// whose parent [`DecodeWalk::parent_is_direct`]: adds the ranges of its `reg`
+    /// (2.3.6), coded with `parent_cells`, as they are.
+    #[inline(always)]
+    pub(super) fn add_direct(&mut self, reg: Option<&[u8]>, parent_cells: Cells) {
+        let Some(reg) = reg else {
+            return;
+        };
+        if let Err(stop) = add_reg_direct(self.decoded, reg, parent_cells) {
             self.stopped = Some(stop);
         }
     }
@@ -179,8 +222,8 @@ impl<'a, 'l, L: RangeList> DecodeWalk<'a, 'l, L> {
         Ok(Collected::All)
     }
 
-    /// Adds what the `reg` of the node at `depth` decodes and, for a bus, sets how its
-    /// children's addresses translate. A bus's windows count as decoded when the bus
+    /// Adds what the `reg` of the node at `depth` decodes and, for a bus, sets `bus`
+    /// to how its children's addresses translate (left `None` otherwise). A bus's windows count as decoded when the bus
     /// is itself a device: it has a `reg` (a PCIe host bridge, whose `ranges` are its
     /// MMIO windows) or no children (QEMU's platform bus, filled at run time). A
     /// plain translating bus (the Pi's `/soc`) is not, or every address in it would
@@ -192,16 +235,12 @@ impl<'a, 'l, L: RangeList> DecodeWalk<'a, 'l, L> {
         has_children: bool,
         properties: &Properties<'a>,
         parent_cells: Option<Cells>,
+        bus: &mut Option<Bus<'a>>,
     ) -> Result<(), Stop> {
-        let (outer, rest) = self
-            .buses
-            .split_at_mut_checked(depth)
-            .ok_or(Stop::Malformed)?;
-        let bus = rest.first_mut().ok_or(Stop::Malformed)?;
-        *bus = None;
+        let outer = self.buses.get(..depth).ok_or(Stop::Malformed)?;
         // The root's addresses are the CPU's; its own `reg` and `ranges` say nothing.
         let Some((&parent, _)) = outer.split_last() else {
-            *bus = Some(Bus::Direct);
+            *bus = Some(Bus::ROOT);
             return Ok(());
         };
         let Some(parent) = parent else {
@@ -216,29 +255,41 @@ impl<'a, 'l, L: RangeList> DecodeWalk<'a, 'l, L> {
         // The buses between the root and the node, outermost first.
         let enclosing = outer.get(1..).unwrap_or_default();
         if let Some(reg) = reg {
-            if let Bus::Direct = parent {
-                // The common case, a device under the root: the loop calls nothing.
-                let entries = reg_entries(reg, parent_cells).ok_or(Stop::Malformed)?;
-                for (address, size) in entries.flatten() {
-                    add_range(self.decoded, address, size)?;
-                }
+            if parent.direct {
+                add_reg_direct(self.decoded, reg, parent_cells)?;
             } else {
                 add_translated(self.decoded, enclosing, reg, parent_cells)?;
             }
         }
-        if let Some(ranges) = ranges {
-            let own_cells = Cells::of(properties);
-            let is_device = reg.is_some() || !has_children;
-            add_bus(
-                self.decoded,
-                enclosing,
-                (parent, bus),
-                (ranges, own_cells, parent_cells),
-                is_device,
-            )?;
-        }
-        Ok(())
+        let Some(ranges) = ranges else {
+            return Ok(());
+        };
+        let own_cells = Cells::of(properties);
+        let is_device = reg.is_some() || !has_children;
+        add_bus(
+            self.decoded,
+            enclosing,
+            (parent, bus),
+            (ranges, own_cells, parent_cells),
+            is_device,
+        )
     }
+}
+
+/// Adds the ranges of the `reg` value `reg` (2.3.6) coded with `parent_cells`, of a
+/// node whose addresses are the CPU's, to `decoded`; entries that do not fit 64 bits
+/// are left out.
+#[inline(always)]
+fn add_reg_direct(
+    decoded: &mut impl RangeList,
+    reg: &[u8],
+    parent_cells: Cells,
+) -> Result<(), Stop> {
+    let entries = reg_entries(reg, parent_cells).ok_or(Stop::Malformed)?;
+    for (address, size) in entries.flatten() {
+        add_range(decoded, address, size)?;
+    }
+    Ok(())
 }
 
 /// Adds the ranges of the `reg` value `reg` (2.3.6) coded with `parent_cells`,
@@ -274,9 +325,9 @@ fn add_bus<'a>(
     is_device: bool,
 ) -> Result<(), Stop> {
     if ranges.is_empty() {
-        *bus = Some(match parent {
-            Bus::Direct => Bus::Direct,
-            Bus::Identity | Bus::Windows(..) => Bus::Identity,
+        *bus = Some(Bus {
+            direct: parent.direct,
+            ..Bus::ROOT
         });
         return Ok(());
     }
@@ -286,7 +337,11 @@ fn add_bus<'a>(
         parent: parent_cells.address,
         size: own_cells.size,
     };
-    *bus = Some(Bus::Windows(ranges, cells));
+    *bus = Some(Bus {
+        windows: ranges,
+        cells,
+        direct: false,
+    });
     if is_device {
         for window in windows(ranges, cells) {
             if let Some(start) = translate(enclosing, window.parent) {
@@ -320,8 +375,9 @@ fn merge_sorted(ranges: &mut [PhysRange]) -> usize {
 fn translate(enclosing: &[Option<Bus<'_>>], address: u64) -> Option<u64> {
     let mut address = address;
     for bus in enclosing.iter().rev() {
-        if let Bus::Windows(ranges, cells) = (*bus)? {
-            address = through_windows(ranges, cells, address)?;
+        let bus = (*bus)?;
+        if !bus.windows.is_empty() {
+            address = through_windows(bus.windows, bus.cells, address)?;
         }
     }
     Some(address)

@@ -64,11 +64,17 @@ impl Name {
     }
 }
 
-/// `name` if `names` starts with `text` (a name and its NUL): compared as a fixed
-/// number of bytes, which the compiler does without a loop.
+/// `name` if `names` starts with `text` (a name and its NUL).
 #[inline(always)]
 fn is<const N: usize>(names: &[u8], text: &[u8; N], name: Name) -> Option<Name> {
     (names.first_chunk::<N>() == Some(text)).then_some(name)
+}
+
+/// Whether `a` and `b` hold the same bytes: compared one by one, which for the short
+/// names and strings the reader compares is shorter than a call to `memcmp`.
+#[inline(always)]
+pub(super) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a == b)
 }
 
 /// How many names [`NameCache`] remembers at once.
@@ -202,9 +208,7 @@ impl<'a> Properties<'a> {
         while let [rest @ .., 0] = unpadded {
             unpadded = rest;
         }
-        // Byte by byte: shorter than a call to `memcmp`.
-        let same = |(a, b): (&u8, &u8)| a == b;
-        if unpadded.len() == text.len() && unpadded.iter().zip(text.as_bytes()).all(same) {
+        if same_bytes(unpadded, text.as_bytes()) {
             return Ok(true);
         }
         core::str::from_utf8(value).map_err(|_| TreeError::Malformed)?;
