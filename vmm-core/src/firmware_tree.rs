@@ -409,8 +409,9 @@ enum RootChild {
 }
 
 impl RootChild {
-    /// What the root's child `name` is, by its node name (2.2.1: the part before the
-    /// `@`). Picks the candidate by the first byte, as most names match none.
+    /// What the root's child `name` (its unit name, up to a NUL or its end) is, by
+    /// its node name (2.2.1: the part before the `@`). Picks the candidate by the
+    /// first byte, as most names match none.
     #[inline(always)]
     fn of(name: &[u8]) -> RootChild {
         let (node_name, child): (&[u8], RootChild) = match name.first() {
@@ -424,7 +425,7 @@ impl RootChild {
             _ => return RootChild::Other,
         };
         let before_at = name.get(..node_name.len()).unwrap_or_default();
-        let is_named = matches!(name.get(node_name.len()), None | Some(b'@'))
+        let is_named = matches!(name.get(node_name.len()), None | Some(b'@' | 0))
             && same_bytes(before_at, node_name);
         if is_named { child } else { RootChild::Other }
     }

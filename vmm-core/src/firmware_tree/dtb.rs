@@ -143,33 +143,27 @@ impl<'a> Dtb<'a> {
         let mut open = 0;
         // The token in hand: a node's properties end at the first token that is
         // neither `FDT_PROP` nor `FDT_NOP`, which is then handled here.
-        let mut token = cursor.token()?;
-        loop {
-            match token {
-                FDT_BEGIN_NODE => {
-                    if open == MAX_DEPTH {
-                        return Err(TreeError::Malformed);
-                    }
-                    let depth = open;
-                    open += 1;
-                    let name = cursor.node_name()?;
-                    token = cursor.properties(self.strings, &mut names, visitor)?;
-                    visitor.properties_end(depth, name, token == FDT_BEGIN_NODE);
-                    continue;
-                }
-                FDT_END_NODE => {
-                    open = open.checked_sub(1).ok_or(TreeError::Malformed)?;
-                    if open == 0 {
-                        return cursor.finish();
-                    }
-                }
-                FDT_NOP => {}
-                // A property once a child ended (or before the root), `FDT_END` with
-                // nodes open, or no token at all.
-                _ => return Err(TreeError::Malformed),
+        let mut token = cursor.token_after_nops()?;
+        while token == FDT_BEGIN_NODE {
+            if open == MAX_DEPTH {
+                return Err(TreeError::Malformed);
             }
-            token = cursor.token()?;
+            let name = cursor.node_name()?;
+            token = cursor.properties(self.strings, &mut names, visitor)?;
+            visitor.properties_end(open, name, token == FDT_BEGIN_NODE);
+            open += 1;
+            // The nodes that end before the next begins; the root's end is the last.
+            while token == FDT_END_NODE {
+                open -= 1;
+                if open == 0 {
+                    return cursor.finish();
+                }
+                token = cursor.token_after_nops()?;
+            }
         }
+        // A property once a child ended (or before the root), `FDT_END` with nodes
+        // open, or no token at all.
+        Err(TreeError::Malformed)
     }
 }
 
@@ -181,9 +175,10 @@ pub(super) trait Visitor<'a> {
     /// Its value starts 4-byte aligned (5.4.1).
     fn property(&mut self, name: Name, value: &'a [u8]);
     /// The properties of a node are over. `depth` is the number of open nodes around
-    /// it: 0 for the root, always below [`MAX_DEPTH`]; `name` is its unit name,
-    /// without the NUL. Its properties all come before its first child (5.4.2),
-    /// which begins next if `has_children`; otherwise the node ends.
+    /// it: 0 for the root, always below [`MAX_DEPTH`]; `name` is its unit name, up
+    /// to its NUL and padding (5.4.1): the name ends at the first NUL in it. Its
+    /// properties all come before its first child (5.4.2), which begins next if
+    /// `has_children`; otherwise the node ends.
     fn properties_end(&mut self, depth: usize, name: &'a [u8], has_children: bool);
 }
 
@@ -200,13 +195,11 @@ fn padded_words(len: u32) -> usize {
     u64::from(len).div_ceil(4) as usize
 }
 
-/// The bytes of `word`, read from memory, that are NUL, flagged by their top bit:
-/// the word with its first byte lowest, so that the lowest flagged byte is the first
-/// NUL (a flag above a NUL may be a false one).
+/// Whether one of the bytes of `word` is NUL (a test that flags each NUL byte's top
+/// bit, and no byte below the first NUL).
 #[inline(always)]
-fn zero_bytes(word: u32) -> u32 {
-    let in_memory_order = u32::from_le(word);
-    in_memory_order.wrapping_sub(0x0101_0101) & !in_memory_order & 0x8080_8080
+fn has_a_nul(word: u32) -> bool {
+    word.wrapping_sub(0x0101_0101) & !word & 0x8080_8080 != 0
 }
 
 /// Reads the structure block's words in order.
@@ -228,20 +221,30 @@ impl<'a> Cursor<'a> {
         Ok(u32::from_be(*word))
     }
 
-    /// The NUL-terminated name after `FDT_BEGIN_NODE`; moves past it and its padding
-    /// to the next 4-byte boundary. Looks for the NUL a word at a time.
+    /// The next token that is not `FDT_NOP` (5.4.1).
+    #[inline(always)]
+    fn token_after_nops(&mut self) -> Result<u32, TreeError> {
+        loop {
+            let token = self.token()?;
+            if token != FDT_NOP {
+                return Ok(token);
+            }
+        }
+    }
+
+    /// The NUL-terminated name after `FDT_BEGIN_NODE`, with its NUL and the padding
+    /// to the next 4-byte boundary; moves past them. Looks for the NUL a word at a
+    /// time.
     #[inline(always)]
     fn node_name(&mut self) -> Result<&'a [u8], TreeError> {
         let words = self.structure.get(self.next..).unwrap_or_default();
         let last = words
             .iter()
-            .position(|&word| zero_bytes(word) != 0)
+            .position(|&word| has_a_nul(word))
             .ok_or(TreeError::Malformed)?;
-        let last_word = words.get(last).copied().unwrap_or_default();
-        let len = last * 4 + zero_bytes(last_word).trailing_zeros() as usize / 8;
-        let name = words.as_bytes().get(..len).ok_or(TreeError::Malformed)?;
-        self.next += last + 1;
-        Ok(name)
+        let name = words.get(..=last).unwrap_or_default();
+        self.next += name.len();
+        Ok(name.as_bytes())
     }
 
     /// Reads the properties of a node, telling `visitor` about those the hypervisor
