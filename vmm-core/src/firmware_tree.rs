@@ -81,8 +81,8 @@ pub struct FirmwareTree<'a> {
     /// Where what the tree's nodes decode is found.
     decoded: Decoded,
     /// The index in `listed` of the range the last [`FirmwareTree::decodes`] found:
-    /// lookups in address order (the kernel's cross-check of a board table, whose
-    /// rows of devices fall in one merged range) mostly find it again.
+    /// lookups in address order (the kernel's cross-check of a board table) mostly
+    /// land in it, in the gap after it or in the next range.
     last_found: Cell<usize>,
 }
 
@@ -181,7 +181,8 @@ impl<'a> FirmwareTree<'a> {
     /// devices) are not memory-mapped and are skipped.
     ///
     /// [`FirmwareTree::parse`] already collected what the nodes decode, so each call
-    /// is a binary search. Only a tree with more decoded ranges than its fixed list
+    /// is a look at the range the last call found, or a binary search. Only a tree
+    /// with more decoded ranges than its fixed list
     /// holds (32, touching ranges merged) is walked again by the first call, onto
     /// the heap: call it only once the heap exists.
     #[inline]
@@ -193,14 +194,29 @@ impl<'a> FirmwareTree<'a> {
         }
     }
 
-    /// Whether a range of `listed` holds `address`: the one the last lookup found,
-    /// or the one a binary search finds.
+    /// Whether a range of `listed` holds `address`. Looks first at the range the last
+    /// lookup found and the gap after it, up to the next range: lookups in address
+    /// order mostly land there, found or not. Any other is a binary search.
     #[inline(always)]
     fn listed_holds(&self, address: u64) -> bool {
         let listed = self.listed.as_slice();
-        let last_found = listed.get(self.last_found.get());
-        if last_found.is_some_and(|range| range.contains(address)) {
-            return true;
+        let last_found = self.last_found.get();
+        if let Some(found) = listed.get(last_found)
+            && found.start <= address
+        {
+            if address < found.end {
+                return true;
+            }
+            // The ranges are sorted and disjoint: none before `found` holds it.
+            match listed.get(last_found + 1) {
+                None => return false,
+                Some(next) if address < next.start => return false,
+                Some(next) if address < next.end => {
+                    self.last_found.set(last_found + 1);
+                    return true;
+                }
+                Some(_) => {}
+            }
         }
         let Some(found) = find(listed, address) else {
             return false;

@@ -10,7 +10,7 @@ use transom_boards::PhysRange;
 
 use super::TreeError;
 use super::dtb::MAX_DEPTH;
-use super::properties::{Cells, Name, Properties, WindowCells, reg_entries, windows};
+use super::properties::{Cells, Name, Properties, WindowCells, cells, reg_entries, windows};
 
 /// The most decoded ranges [`FirmwareTree::parse`](super::FirmwareTree::parse) keeps
 /// without a heap, once rows of adjacent devices are merged (QEMU `virt`'s tree
@@ -40,8 +40,16 @@ impl RangeList for FixedRanges {
         self.truncate(len);
     }
 
-    /// By insertion: the list is short.
+    /// By insertion: the list is short. Trees list devices by address, but often
+    /// from the top down (QEMU `virt` lists the one it created last first): a list
+    /// that starts above where it ends is turned around first, so that few ranges
+    /// move.
     fn sort_by_start(&mut self) {
+        if let (Some(first), Some(last)) = (self.first(), self.last())
+            && first.start > last.start
+        {
+            self.reverse();
+        }
         for index in 1..self.len() {
             let range = self[index];
             let mut slot = index;
@@ -285,11 +293,30 @@ fn add_reg_direct(
     reg: &[u8],
     parent_cells: Cells,
 ) -> Result<(), Stop> {
+    // The common shapes, one entry of two or one address cells and of two or one
+    // size cells, are read without the loop.
+    let one_entry = match (parent_cells.address, parent_cells.size, cells(reg)) {
+        (2, 2, Some(&[high, low, size_high, size_low])) => {
+            Some((join(high, low), join(size_high, size_low)))
+        }
+        (2, 1, Some(&[high, low, size])) => Some((join(high, low), join(0, size))),
+        (1, 1, Some(&[address, size])) => Some((join(0, address), join(0, size))),
+        _ => None,
+    };
+    if let Some((address, size)) = one_entry {
+        return add_range(decoded, address, size);
+    }
     let entries = reg_entries(reg, parent_cells).ok_or(Stop::Malformed)?;
     for (address, size) in entries.flatten() {
         add_range(decoded, address, size)?;
     }
     Ok(())
+}
+
+/// The 64-bit number of two big-endian cells (2.2.4), as the block holds them.
+#[inline(always)]
+fn join(high: u32, low: u32) -> u64 {
+    u64::from(u32::from_be(high)) << 32 | u64::from(u32::from_be(low))
 }
 
 /// Adds the ranges of the `reg` value `reg` (2.3.6) coded with `parent_cells`,
