@@ -353,6 +353,7 @@ struct Facts<'a> {
 impl<'a> Facts<'a> {
     /// Nothing read yet. A function, not a constant: a constant would be copied in
     /// whole, with the room of its empty lists.
+    #[inline(always)]
     fn new() -> Facts<'a> {
         Facts {
             memory: Ok(Ranges::new()),
