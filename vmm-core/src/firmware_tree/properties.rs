@@ -39,6 +39,7 @@ impl Name {
     /// The name that starts `names`, a tail of the strings block (5.5), if the
     /// hypervisor reads it. Picks the one candidate by the first bytes, which rule
     /// out most names.
+    #[inline(always)]
     fn of(names: &[u8]) -> Option<Name> {
         match *names.first()? {
             b'#' => match names.get(1)? {
