@@ -101,12 +101,15 @@ impl<'a> FirmwareTree<'a> {
     /// Parses the blob `bytes` found at `address` (`None`: no valid header there):
     /// checks its header and reads, in one walk of its structure block, everything
     /// the other methods answer with. Allocates nothing.
+    ///
+    /// Never inlined: called once, it keeps the walk's state out of the caller's
+    /// frame.
     #[inline(never)]
     pub fn parse(address: usize, bytes: Option<&'a [u8]>) -> Result<FirmwareTree<'a>, TreeError> {
         let bytes = bytes.ok_or(TreeError::NoBlob { address })?;
         let dtb = Dtb::new(bytes)?;
-        // Built in the result, then filled, not moved: it holds some 1.5 KiB of
-        // fixed lists.
+        // Filled in the result it is returned in: only the return moves its 1.5 KiB
+        // of fixed lists.
         let mut parsed = Ok(FirmwareTree {
             dtb,
             blob: PhysRange::new(address as u64, bytes.len() as u64),
@@ -182,9 +185,9 @@ impl<'a> FirmwareTree<'a> {
     ///
     /// [`FirmwareTree::parse`] already collected what the nodes decode, so each call
     /// is a look at the range the last call found, or a binary search. Only a tree
-    /// with more decoded ranges than its fixed list
-    /// holds (32, touching ranges merged) is walked again by the first call, onto
-    /// the heap: call it only once the heap exists.
+    /// with more decoded ranges than its fixed list holds (32, touching ranges
+    /// merged) is walked again by the first call, onto the heap: call it only once
+    /// the heap exists.
     #[inline]
     pub fn decodes(&self, address: u64) -> Result<bool, TreeError> {
         match &self.decoded {
@@ -257,7 +260,7 @@ impl<'a> FirmwareTree<'a> {
 /// The walk of [`FirmwareTree::parse`]: records the properties of each node that
 /// either half reads, once, for both, and hands them over once they are all known.
 struct TreeWalk<'a, 't, L> {
-    /// The properties of the node that began last.
+    /// The properties of the node whose properties are being read.
     properties: Properties<'a>,
     /// The cells of the open nodes (2.3.5), root first: how each codes its
     /// children's `reg` (`None`: its cell counts are malformed); set once its

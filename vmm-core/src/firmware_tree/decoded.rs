@@ -203,9 +203,9 @@ impl<'a, 'l, L: RangeList> DecodeWalk<'a, 'l, L> {
         self.stopped.is_none() && parent.is_some_and(|bus| bus.is_some_and(|bus| bus.direct))
     }
 
-    /// What [`DecodeWalk::read`] does for a node without children or `ranges`,
-    /// whose parent [`DecodeWalk::parent_is_direct`]: adds the ranges of its `reg`
-    /// (2.3.6), coded with `parent_cells`, as they are.
+    /// What [`DecodeWalk::read`] does for a node without children or `ranges` whose
+    /// parent's children have the CPU's addresses ([`DecodeWalk::parent_is_direct`]):
+    /// adds the ranges of its `reg` (2.3.6), coded with `parent_cells`, as they are.
     #[inline(always)]
     pub(super) fn add_direct(&mut self, reg: Option<&[u8]>, parent_cells: Cells) {
         let Some(reg) = reg else {
@@ -231,11 +231,11 @@ impl<'a, 'l, L: RangeList> DecodeWalk<'a, 'l, L> {
     }
 
     /// Adds what the `reg` of the node at `depth` decodes and, for a bus, sets `bus`
-    /// to how its children's addresses translate (left `None` otherwise). A bus's windows count as decoded when the bus
-    /// is itself a device: it has a `reg` (a PCIe host bridge, whose `ranges` are its
-    /// MMIO windows) or no children (QEMU's platform bus, filled at run time). A
-    /// plain translating bus (the Pi's `/soc`) is not, or every address in it would
-    /// count.
+    /// to how its children's addresses translate (left `None` otherwise). A bus's
+    /// windows count as decoded when the bus is itself a device: it has a `reg` (a
+    /// PCIe host bridge, whose `ranges` are its MMIO windows) or no children (QEMU's
+    /// platform bus, filled at run time). A plain translating bus (the Pi's `/soc`)
+    /// is not, or every address in it would count.
     #[inline(always)]
     fn add_decoded(
         &mut self,
@@ -341,8 +341,8 @@ fn add_translated(
 /// Sets `bus` to how a bus node translates its children's addresses, from its
 /// `ranges` value (2.3.8), its own cells (`None`: malformed) and its parent's;
 /// `parent` is how its parent translates. The windows of a bus that `is_device` are
-/// added to `decoded`, translated through the `enclosing` buses. (Set through a
-/// reference: a returned `Bus` was copied byte by byte.)
+/// added to `decoded`, translated through the `enclosing` buses. (`bus` is set
+/// through a reference: returned in a `Result`, it was copied byte by byte.)
 #[inline(never)]
 fn add_bus<'a>(
     decoded: &mut impl RangeList,

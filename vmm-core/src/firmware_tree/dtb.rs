@@ -195,8 +195,9 @@ fn padded_words(len: u32) -> usize {
     u64::from(len).div_ceil(4) as usize
 }
 
-/// Whether one of the bytes of `word` is NUL (a test that flags each NUL byte's top
-/// bit, and no byte below the first NUL).
+/// Whether one of the bytes of `word` is NUL: the word-at-a-time test, which sets the
+/// top bit of each NUL byte (and maybe of bytes above the first), and of none if
+/// there is no NUL.
 #[inline(always)]
 fn has_a_nul(word: u32) -> bool {
     word.wrapping_sub(0x0101_0101) & !word & 0x8080_8080 != 0
@@ -206,8 +207,7 @@ fn has_a_nul(word: u32) -> bool {
 struct Cursor<'a> {
     structure: &'a [u32],
     /// The index of the next word to read. A property's value moves it on without a
-    /// check, at most 2^30 words past the block: the next [`Cursor::token`] fails
-    /// there.
+    /// check, at most 2^30 words past the block: the next read fails there.
     next: usize,
 }
 
@@ -282,8 +282,9 @@ impl<'a> Cursor<'a> {
             let Some(name) = names.name(name_offset, strings)? else {
                 continue;
             };
-            // A value past the block is malformed here, or by the next token if no
-            // one reads it. `value_at` is at most 2^30 + 3 words past the block.
+            // A value past the block is malformed here, or by the next read if no
+            // one reads it. `value_at` is in the block (the header was), so the sum
+            // cannot overflow.
             let value_start = value_at * 4;
             let value = self
                 .structure

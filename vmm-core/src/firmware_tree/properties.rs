@@ -98,9 +98,8 @@ fn slot(stored_offset: u32) -> usize {
 pub(super) struct NameCache {
     /// The `nameoff` word, as the block holds it (big-endian), whose name slot
     /// `nameoff % NAME_SLOTS` (see [`slot`]) remembers: always one that lies in the
-    /// strings block.
-    /// An empty slot holds a word that does not map to it, so no word read from the
-    /// blob finds it.
+    /// strings block, so a word found here needs no check. An empty slot holds a
+    /// word that does not map to it, which no word read from the blob matches.
     offsets: [u32; NAME_SLOTS],
     names: [Option<Name>; NAME_SLOTS],
 }
