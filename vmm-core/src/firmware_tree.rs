@@ -262,10 +262,9 @@ impl<'a> FirmwareTree<'a> {
 struct TreeWalk<'a, 't, L> {
     /// The properties of the node whose properties are being read.
     properties: Properties<'a>,
-    /// The cells of the open nodes (2.3.5), root first: how each codes its
-    /// children's `reg` (`None`: its cell counts are malformed); set once its
-    /// properties are over, if it has children.
-    cells: [Option<Cells>; MAX_DEPTH],
+    /// What the children of the open nodes, root first, read of them; set once a
+    /// node's properties are over, if it has children.
+    levels: [Level; MAX_DEPTH],
     boot: BootWalk<'a, 't>,
     decode: DecodeWalk<'a, 't, L>,
 }
@@ -275,7 +274,10 @@ impl<'a, 't, L: RangeList> TreeWalk<'a, 't, L> {
     fn new(facts: &'t mut Facts<'a>, decoded: &'t mut L) -> TreeWalk<'a, 't, L> {
         TreeWalk {
             properties: Properties::default(),
-            cells: [None; MAX_DEPTH],
+            levels: [Level {
+                cells: None,
+                children: Children::Long,
+            }; MAX_DEPTH],
             boot: BootWalk::new(facts),
             decode: DecodeWalk::new(decoded),
         }
@@ -300,12 +302,24 @@ impl<'a, L: RangeList> Visitor<'a> for TreeWalk<'a, '_, L> {
     /// loops keep their registers.
     #[inline(never)]
     fn properties_end(&mut self, depth: usize, name: &'a [u8], has_children: bool) {
-        let parent_cells = self.parent_cells(depth);
-        let short_cut = !has_children
+        let parent = depth
+            .checked_sub(1)
+            .and_then(|parent| self.levels.get(parent));
+        let (cells, children) = parent.map_or((None, Children::Long), |level| {
+            (level.cells, level.children)
+        });
+        let short_cut = match children {
+            Children::Long => false,
+            Children::Short => true,
+            Children::ShortUnlessNamed => {
+                !self.properties.has(Name::DeviceType) && RootChild::of(name) == RootChild::Other
+            }
+        };
+        let short_cut = short_cut
+            && !has_children
             && !self.properties.has(Name::Ranges)
-            && self.decode.parent_is_direct(depth)
-            && !self.boot.reads(depth, name, &self.properties);
-        match parent_cells {
+            && !self.decode.stopped();
+        match cells {
             Some(parent_cells) if short_cut => {
                 let reg = self.properties.get(Name::Reg);
                 self.decode.add_direct(reg, parent_cells);
@@ -316,27 +330,54 @@ impl<'a, L: RangeList> Visitor<'a> for TreeWalk<'a, '_, L> {
     }
 }
 
-impl<'a, L: RangeList> TreeWalk<'a, '_, L> {
-    /// How the parent of the node at `depth` codes its children's `reg` (`None`: the
-    /// node is the root, or the parent's cells are malformed).
-    #[inline(always)]
-    fn parent_cells(&self, depth: usize) -> Option<Cells> {
-        let parent = depth.checked_sub(1)?;
-        self.cells.get(parent).copied().flatten()
-    }
+/// Which of a node's children may take the short cut of
+/// [`TreeWalk::properties_end`] (if they have no children or `ranges`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Children {
+    /// None: their addresses are not the CPU's, or the boot reads them.
+    Long,
+    /// All: their addresses are the CPU's, and the boot reads none of them.
+    Short,
+    /// The root's: those the boot does not look for by name or `device_type`.
+    ShortUnlessNamed,
+}
 
+/// What the children of an open node read of it, once its properties are over.
+#[derive(Clone, Copy)]
+struct Level {
+    /// How it codes its children's `reg` (2.3.5; `None`: its cell counts are
+    /// malformed).
+    cells: Option<Cells>,
+    /// Which of its children take the short cut.
+    children: Children,
+}
+
+impl<'a, L: RangeList> TreeWalk<'a, '_, L> {
     /// The properties of the node at `depth`, called `name`, are over: each half
     /// reads them, and the node's children will find its cells.
     #[inline(never)]
     fn node_end(&mut self, depth: usize, name: &'a [u8], has_children: bool) {
-        let parent_cells = self.parent_cells(depth);
+        let parent = depth
+            .checked_sub(1)
+            .and_then(|parent| self.levels.get(parent));
+        let parent_cells = parent.and_then(|level| level.cells);
         self.boot
             .read(depth, name, has_children, &self.properties, parent_cells);
         self.decode
             .read(depth, has_children, &self.properties, parent_cells);
         // What only the node's children read.
-        if has_children && let Some(cells) = self.cells.get_mut(depth) {
-            *cells = Cells::of(&self.properties);
+        if has_children && let Some(level) = self.levels.get_mut(depth) {
+            let children = if !self.decode.is_direct(depth) || self.boot.reads_children(depth) {
+                Children::Long
+            } else if depth == 0 {
+                Children::ShortUnlessNamed
+            } else {
+                Children::Short
+            };
+            *level = Level {
+                cells: Cells::of(&self.properties),
+                children,
+            };
         }
     }
 }
@@ -491,14 +532,14 @@ impl<'a, 'f> BootWalk<'a, 'f> {
         }
     }
 
-    /// Whether [`BootWalk::read`] would read anything of the node at `depth`, called
-    /// `name`, with `properties`: a quick look, with no side effects.
+    /// Whether the boot reads the children of the node at `depth`, whatever their
+    /// names: the root's and, once their properties are over, `/cpus`' and
+    /// `/reserved-memory`'s.
     #[inline(always)]
-    fn reads(&self, depth: usize, name: &[u8], properties: &Properties<'_>) -> bool {
+    fn reads_children(&self, depth: usize) -> bool {
         match depth {
-            0 => true,
-            1 => properties.has(Name::DeviceType) || RootChild::of(name) != RootChild::Other,
-            2 => matches!(
+            0 => false,
+            1 => matches!(
                 self.roles[1],
                 Role::RootChild(RootChild::Cpus | RootChild::ReservedMemory)
             ),

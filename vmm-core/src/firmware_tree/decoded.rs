@@ -193,18 +193,23 @@ impl<'a, 'l, L: RangeList> DecodeWalk<'a, 'l, L> {
         }
     }
 
-    /// Whether the parent of the node at `depth` has children whose addresses are
-    /// the CPU's (see [`DecodeWalk::add_direct`]), and the walk still adds ranges.
+    /// Whether the node at `depth`, whose properties are over, has children whose
+    /// addresses are the CPU's (see [`DecodeWalk::add_direct`]).
     #[inline(always)]
-    pub(super) fn parent_is_direct(&self, depth: usize) -> bool {
-        let parent = depth
-            .checked_sub(1)
-            .and_then(|parent| self.buses.get(parent));
-        self.stopped.is_none() && parent.is_some_and(|bus| bus.is_some_and(|bus| bus.direct))
+    pub(super) fn is_direct(&self, depth: usize) -> bool {
+        self.buses
+            .get(depth)
+            .is_some_and(|bus| bus.is_some_and(|bus| bus.direct))
+    }
+
+    /// Whether the walk stopped adding ranges.
+    #[inline(always)]
+    pub(super) fn stopped(&self) -> bool {
+        self.stopped.is_some()
     }
 
     /// What [`DecodeWalk::read`] does for a node without children or `ranges` whose
-    /// parent's children have the CPU's addresses ([`DecodeWalk::parent_is_direct`]):
+    /// parent's children have the CPU's addresses ([`DecodeWalk::is_direct`]):
     /// adds the ranges of its `reg` (2.3.6), coded with `parent_cells`, as they are.
     #[inline(always)]
     pub(super) fn add_direct(&mut self, reg: Option<&[u8]>, parent_cells: Cells) {
