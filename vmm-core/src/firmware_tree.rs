@@ -108,22 +108,16 @@ impl<'a> FirmwareTree<'a> {
     pub fn parse(address: usize, bytes: Option<&'a [u8]>) -> Result<FirmwareTree<'a>, TreeError> {
         let bytes = bytes.ok_or(TreeError::NoBlob { address })?;
         let dtb = Dtb::new(bytes)?;
-        // Filled in the result it is returned in: only the return moves its 1.5 KiB
-        // of fixed lists.
-        let mut parsed = Ok(FirmwareTree {
+        let mut tree = FirmwareTree {
             dtb,
             blob: PhysRange::new(address as u64, bytes.len() as u64),
             facts: Facts::new(),
             listed: FixedRanges::new(),
             decoded: Decoded::Listed,
             last_found: Cell::new(0),
-        });
-        if let Ok(tree) = &mut parsed
-            && let Err(error) = tree.read()
-        {
-            parsed = Err(error);
-        }
-        parsed
+        };
+        tree.read()?;
+        Ok(tree)
     }
 
     /// Walks the structure block, reading what the other methods answer with.
