@@ -48,9 +48,16 @@ impl Name {
                 _ => None,
             },
             b'b' => is(names, b"bootargs\0", Name::Bootargs),
-            b'c' => is(names, b"cpu-release-addr\0", Name::CpuReleaseAddr),
+            // Many names start with a `c` or an `l` (`compatible`, `clocks`, `cpu`,
+            // `label`, `linux,code`), and the candidates are long (a compare of 17
+            // bytes or more is a call): another byte rules most out first.
+            b'c' => match names.get(3)? {
+                b'-' => is(names, b"cpu-release-addr\0", Name::CpuReleaseAddr),
+                _ => None,
+            },
             b'd' => is(names, b"device_type\0", Name::DeviceType),
             b'e' => is(names, b"enable-method\0", Name::EnableMethod),
+            b'l' if names.get(6) != Some(&b'i') => None,
             b'l' => match names.get(13)? {
                 b's' => is(names, b"linux,initrd-start\0", Name::InitrdStart),
                 _ => is(names, b"linux,initrd-end\0", Name::InitrdEnd),
