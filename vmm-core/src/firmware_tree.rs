@@ -17,13 +17,13 @@ mod dtb;
 mod properties;
 
 use alloc::vec::Vec;
-use core::cell::OnceCell;
+use core::cell::{Cell, OnceCell};
 
 use transom_boards::PhysRange;
 
-use decoded::{DecodeWalk, FixedRanges, RangeList, holds};
+use decoded::{Collected, DecodeWalk, FixedRanges, RangeList, find};
 use dtb::{Dtb, MAX_DEPTH, Visitor};
-use properties::{Cells, Name, Properties, reg_entries};
+use properties::{Cells, Name, Properties, reg_entries, same_bytes};
 
 /// The most RAM ranges recorded.
 pub const MAX_RANGES: usize = 8;
@@ -75,18 +75,21 @@ pub struct FirmwareTree<'a> {
     pub blob: PhysRange,
     /// What [`FirmwareTree::parse`] read.
     facts: Facts<'a>,
-    /// What the tree's nodes decode.
+    /// What the tree's nodes decode, sorted, touching ranges merged, if `decoded`
+    /// says they are listed here.
+    listed: FixedRanges,
+    /// Where what the tree's nodes decode is found.
     decoded: Decoded,
+    /// The index in `listed` of the range the last [`FirmwareTree::decodes`] found:
+    /// lookups in address order (the kernel's cross-check of a board table) mostly
+    /// land in it, in the gap after it or in the next range.
+    last_found: Cell<usize>,
 }
 
-/// What the tree's nodes decode, sorted, touching ranges merged.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "parse has no heap to box the list on"
-)]
+/// Where what the tree's nodes decode is found.
 enum Decoded {
-    /// Found by [`FirmwareTree::parse`].
-    Listed(FixedRanges),
+    /// In the fixed list [`FirmwareTree::parse`] filled.
+    Listed,
     /// More than [`FixedRanges`] holds: collected on the heap by the first
     /// [`FirmwareTree::decodes`], with one more walk.
     Spilled(OnceCell<Result<Vec<PhysRange>, TreeError>>),
@@ -98,23 +101,36 @@ impl<'a> FirmwareTree<'a> {
     /// Parses the blob `bytes` found at `address` (`None`: no valid header there):
     /// checks its header and reads, in one walk of its structure block, everything
     /// the other methods answer with. Allocates nothing.
+    ///
+    /// Never inlined: called once, it keeps the walk's state out of the caller's
+    /// frame.
+    #[inline(never)]
     pub fn parse(address: usize, bytes: Option<&'a [u8]>) -> Result<FirmwareTree<'a>, TreeError> {
         let bytes = bytes.ok_or(TreeError::NoBlob { address })?;
         let dtb = Dtb::new(bytes)?;
-        let mut walk = TreeWalk::new(&dtb, FixedRanges::new());
-        dtb.walk(&mut walk)?;
-        let (facts, decoded) = walk.finish();
-        let decoded = match decoded {
-            Ok(Some(listed)) => Decoded::Listed(listed),
-            Ok(None) => Decoded::Spilled(OnceCell::new()),
-            Err(error) => Decoded::Unreadable(error),
-        };
-        Ok(FirmwareTree {
+        let mut tree = FirmwareTree {
             dtb,
             blob: PhysRange::new(address as u64, bytes.len() as u64),
-            facts,
-            decoded,
-        })
+            facts: Facts::new(),
+            listed: FixedRanges::new(),
+            decoded: Decoded::Listed,
+            last_found: Cell::new(0),
+        };
+        tree.read()?;
+        Ok(tree)
+    }
+
+    /// Walks the structure block, reading what the other methods answer with.
+    fn read(&mut self) -> Result<(), TreeError> {
+        self.facts.reserved = reservations(&self.dtb);
+        let mut walk = TreeWalk::new(&mut self.facts, &mut self.listed);
+        self.dtb.walk(&mut walk)?;
+        self.decoded = match walk.finish() {
+            Ok(Collected::All) => Decoded::Listed,
+            Ok(Collected::TooMany) => Decoded::Spilled(OnceCell::new()),
+            Err(error) => Decoded::Unreadable(error),
+        };
+        Ok(())
     }
 
     /// RAM ranges from every `memory` node under the root: a node whose
@@ -162,79 +178,200 @@ impl<'a> FirmwareTree<'a> {
     /// devices) are not memory-mapped and are skipped.
     ///
     /// [`FirmwareTree::parse`] already collected what the nodes decode, so each call
-    /// is a binary search. Only a tree with more decoded ranges than its fixed list
-    /// holds (32, touching ranges merged) is walked again by the first call, onto
-    /// the heap: call it only once the heap exists.
+    /// is a look at the range the last call found, or a binary search. Only a tree
+    /// with more decoded ranges than its fixed list holds (32, touching ranges
+    /// merged) is walked again by the first call, onto the heap: call it only once
+    /// the heap exists.
+    #[inline]
     pub fn decodes(&self, address: u64) -> Result<bool, TreeError> {
         match &self.decoded {
-            Decoded::Listed(decoded) => Ok(holds(decoded, address)),
+            Decoded::Listed => Ok(self.listed_holds(address)),
             Decoded::Unreadable(error) => Err(*error),
-            Decoded::Spilled(on_heap) => match on_heap.get_or_init(|| self.decoded_on_heap()) {
-                Ok(decoded) => Ok(holds(decoded, address)),
-                Err(error) => Err(*error),
-            },
+            Decoded::Spilled(on_heap) => self.decodes_on_heap(on_heap, address),
+        }
+    }
+
+    /// Whether a range of `listed` holds `address`. Looks first at the range the last
+    /// lookup found and the gap after it, up to the next range: lookups in address
+    /// order mostly land there, found or not. Any other is a binary search.
+    #[inline(always)]
+    fn listed_holds(&self, address: u64) -> bool {
+        let listed = self.listed.as_slice();
+        let last_found = self.last_found.get();
+        if let Some(found) = listed.get(last_found)
+            && found.start <= address
+        {
+            if address < found.end {
+                return true;
+            }
+            // The ranges are sorted and disjoint: none before `found` holds it.
+            match listed.get(last_found + 1) {
+                None => return false,
+                Some(next) if address < next.start => return false,
+                Some(next) if address < next.end => {
+                    self.last_found.set(last_found + 1);
+                    return true;
+                }
+                Some(_) => {}
+            }
+        }
+        let Some(found) = find(listed, address) else {
+            return false;
+        };
+        self.last_found.set(found);
+        true
+    }
+
+    /// [`FirmwareTree::decodes`] for a tree whose decoded ranges did not fit the
+    /// fixed list: collects them on the heap the first time.
+    #[inline(never)]
+    fn decodes_on_heap(
+        &self,
+        on_heap: &OnceCell<Result<Vec<PhysRange>, TreeError>>,
+        address: u64,
+    ) -> Result<bool, TreeError> {
+        match on_heap.get_or_init(|| self.decoded_on_heap()) {
+            Ok(decoded) => Ok(find(decoded, address).is_some()),
+            Err(error) => Err(*error),
         }
     }
 
     /// What the nodes decode, collected on the heap by one more walk.
     fn decoded_on_heap(&self) -> Result<Vec<PhysRange>, TreeError> {
-        let mut walk = TreeWalk::new(&self.dtb, Vec::new());
+        let mut facts = Facts::new();
+        let mut decoded = Vec::new();
+        let mut walk = TreeWalk::new(&mut facts, &mut decoded);
         self.dtb.walk(&mut walk)?;
-        let (_, decoded) = walk.finish();
-        decoded?.ok_or(TreeError::TooMany {
-            what: "decoded ranges",
-        })
+        match walk.finish()? {
+            Collected::All => Ok(decoded),
+            Collected::TooMany => Err(TreeError::TooMany {
+                what: "decoded ranges",
+            }),
+        }
     }
 }
 
 /// The walk of [`FirmwareTree::parse`]: records the properties of each node that
 /// either half reads, once, for both, and hands them over once they are all known.
-struct TreeWalk<'a, L> {
-    /// The properties of the node that began last.
+struct TreeWalk<'a, 't, L> {
+    /// The properties of the node whose properties are being read.
     properties: Properties<'a>,
-    /// The cells of the open nodes (2.3.5), root first: how each codes its
-    /// children's `reg`; set once its properties are over.
-    cells: [Result<Cells, TreeError>; MAX_DEPTH],
-    boot: BootWalk<'a>,
-    decode: DecodeWalk<'a, L>,
+    /// What the children of the open nodes, root first, read of them; set once a
+    /// node's properties are over, if it has children.
+    levels: [Level; MAX_DEPTH],
+    boot: BootWalk<'a, 't>,
+    decode: DecodeWalk<'a, 't, L>,
 }
 
-impl<'a, L: RangeList> TreeWalk<'a, L> {
-    fn new(dtb: &Dtb<'a>, decoded: L) -> TreeWalk<'a, L> {
+impl<'a, 't, L: RangeList> TreeWalk<'a, 't, L> {
+    /// A walk that reads into `facts` and `decoded`.
+    fn new(facts: &'t mut Facts<'a>, decoded: &'t mut L) -> TreeWalk<'a, 't, L> {
         TreeWalk {
             properties: Properties::default(),
-            cells: [Err(TreeError::Malformed); MAX_DEPTH],
-            boot: BootWalk::new(dtb),
+            levels: [Level {
+                cells: None,
+                children: Children::Long,
+            }; MAX_DEPTH],
+            boot: BootWalk::new(facts),
             decode: DecodeWalk::new(decoded),
         }
     }
 
-    /// What the boot reads, and what the nodes decode (`None`: more than `L` holds).
-    fn finish(self) -> (Facts<'a>, Result<Option<L>, TreeError>) {
-        (self.boot.finish(), self.decode.finish())
+    /// Finishes both halves: whether the decoded list holds all.
+    fn finish(self) -> Result<Collected, TreeError> {
+        self.boot.finish();
+        self.decode.finish()
     }
 }
 
-impl<'a, L: RangeList> Visitor<'a> for TreeWalk<'a, L> {
-    fn begin_node(&mut self, depth: usize, name: &'a [u8]) -> bool {
-        self.properties.clear();
-        let boot_reads = self.boot.begin_node(depth, name);
-        let decode_reads = self.decode.begin_node(depth);
-        boot_reads || decode_reads
-    }
-
+impl<'a, L: RangeList> Visitor<'a> for TreeWalk<'a, '_, L> {
     #[inline(always)]
     fn property(&mut self, name: Name, value: &'a [u8]) {
         self.properties.record(name, value);
     }
 
-    fn properties_end(&mut self, depth: usize, has_children: bool) {
-        let ancestors = self.cells.get(..depth).unwrap_or_default();
-        self.boot.read(depth, &self.properties, ancestors);
+    /// The common node takes a short cut: a device under the root, or under a bus
+    /// whose addresses are the CPU's, that the boot does not read and that has no
+    /// children or `ranges`. Any other goes the long way. Never inlined: the walk's
+    /// loops keep their registers.
+    #[inline(never)]
+    fn properties_end(&mut self, depth: usize, name: &'a [u8], has_children: bool) {
+        let parent = depth
+            .checked_sub(1)
+            .and_then(|parent| self.levels.get(parent));
+        let (cells, children) = parent.map_or((None, Children::Long), |level| {
+            (level.cells, level.children)
+        });
+        let short_cut = match children {
+            Children::Long => false,
+            Children::Short => true,
+            Children::ShortUnlessNamed => {
+                !self.properties.has(Name::DeviceType) && RootChild::of(name) == RootChild::Other
+            }
+        };
+        let short_cut = short_cut
+            && !has_children
+            && !self.properties.has(Name::Ranges)
+            && !self.decode.stopped();
+        match cells {
+            Some(parent_cells) if short_cut => {
+                let reg = self.properties.get(Name::Reg);
+                self.decode.add_direct(reg, parent_cells);
+            }
+            _ => self.node_end(depth, name, has_children),
+        }
+        self.properties.clear();
+    }
+}
+
+/// Which of a node's children may take the short cut of
+/// [`TreeWalk::properties_end`] (if they have no children or `ranges`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Children {
+    /// None: their addresses are not the CPU's, or the boot reads them.
+    Long,
+    /// All: their addresses are the CPU's, and the boot reads none of them.
+    Short,
+    /// The root's: those the boot does not look for by name or `device_type`.
+    ShortUnlessNamed,
+}
+
+/// What the children of an open node read of it, once its properties are over.
+#[derive(Clone, Copy)]
+struct Level {
+    /// How it codes its children's `reg` (2.3.5; `None`: its cell counts are
+    /// malformed).
+    cells: Option<Cells>,
+    /// Which of its children take the short cut.
+    children: Children,
+}
+
+impl<'a, L: RangeList> TreeWalk<'a, '_, L> {
+    /// The properties of the node at `depth`, called `name`, are over: each half
+    /// reads them, and the node's children will find its cells.
+    #[inline(never)]
+    fn node_end(&mut self, depth: usize, name: &'a [u8], has_children: bool) {
+        let parent = depth
+            .checked_sub(1)
+            .and_then(|parent| self.levels.get(parent));
+        let parent_cells = parent.and_then(|level| level.cells);
+        self.boot
+            .read(depth, name, has_children, &self.properties, parent_cells);
         self.decode
-            .read(depth, has_children, &self.properties, ancestors);
-        if has_children && let Some(cells) = self.cells.get_mut(depth) {
-            *cells = Cells::of(&self.properties);
+            .read(depth, has_children, &self.properties, parent_cells);
+        // What only the node's children read.
+        if has_children && let Some(level) = self.levels.get_mut(depth) {
+            let children = if !self.decode.is_direct(depth) || self.boot.reads_children(depth) {
+                Children::Long
+            } else if depth == 0 {
+                Children::ShortUnlessNamed
+            } else {
+                Children::Short
+            };
+            *level = Level {
+                cells: Cells::of(&self.properties),
+                children,
+            };
         }
     }
 }
@@ -249,6 +386,51 @@ struct Facts<'a> {
     psci_method: Result<Option<&'a str>, TreeError>,
     cpus: Result<Cpus, TreeError>,
     reserved: Result<Ranges, TreeError>,
+}
+
+impl<'a> Facts<'a> {
+    /// Nothing read yet. A function, not a constant: a constant would be copied in
+    /// whole, with the room of its empty lists.
+    #[inline(always)]
+    fn new() -> Facts<'a> {
+        Facts {
+            memory: Ok(Ranges::new()),
+            bootargs: Ok(""),
+            initrd: Ok(None),
+            psci_method: Ok(None),
+            cpus: Ok(Cpus::new()),
+            reserved: Ok(Ranges::new()),
+        }
+    }
+
+    /// Reads the `properties` of a node whose `role` the boot reads; `parent_cells`
+    /// code its `reg` (`None`: they are malformed).
+    #[inline(never)]
+    fn read(&mut self, role: Role, properties: &Properties<'a>, parent_cells: Option<Cells>) {
+        match role {
+            Role::RootChild(child) => {
+                add_to(&mut self.memory, |ranges| {
+                    add_memory(ranges, child, properties, parent_cells)
+                });
+                match child {
+                    RootChild::Chosen => self.read_chosen(properties),
+                    RootChild::Psci => self.psci_method = properties.string(Name::Method),
+                    _ => {}
+                }
+            }
+            Role::Cpu => add_to(&mut self.cpus, |cpus| add_cpu(cpus, properties)),
+            Role::Reservation => add_to(&mut self.reserved, |ranges| {
+                add_reservation(ranges, properties, parent_cells)
+            }),
+            Role::Root | Role::Other => {}
+        }
+    }
+
+    /// Reads `/chosen` (3.6).
+    fn read_chosen(&mut self, chosen: &Properties<'a>) {
+        self.bootargs = chosen.string(Name::Bootargs).map(Option::unwrap_or_default);
+        self.initrd = initrd(chosen);
+    }
 }
 
 /// What a node the boot reads is, by where it lies.
@@ -282,21 +464,25 @@ enum RootChild {
 }
 
 impl RootChild {
-    /// What the root's child `name` is, by its node name (2.2.1: the part before the
-    /// `@`). Picks the candidate by the first byte, as most names match none.
+    /// What the root's child `name` (its unit name, up to a NUL or its end) is, by
+    /// its node name (2.2.1: the part before the `@`). Picks the candidate by the
+    /// first byte, as most names match none.
+    #[inline(always)]
     fn of(name: &[u8]) -> RootChild {
-        let candidates: &[(&[u8], RootChild)] = match name.first() {
-            Some(b'c') => &[(b"chosen", RootChild::Chosen), (b"cpus", RootChild::Cpus)],
-            Some(b'm') => &[(b"memory", RootChild::NamedMemory)],
-            Some(b'p') => &[(b"psci", RootChild::Psci)],
-            Some(b'r') => &[(b"reserved-memory", RootChild::ReservedMemory)],
+        let (node_name, child): (&[u8], RootChild) = match name.first() {
+            Some(b'c') => match name.get(1) {
+                Some(b'h') => (b"chosen", RootChild::Chosen),
+                _ => (b"cpus", RootChild::Cpus),
+            },
+            Some(b'm') => (b"memory", RootChild::NamedMemory),
+            Some(b'p') => (b"psci", RootChild::Psci),
+            Some(b'r') => (b"reserved-memory", RootChild::ReservedMemory),
             _ => return RootChild::Other,
         };
-        let is_named = |node_name: &[u8]| {
-            matches!(name.get(node_name.len()), None | Some(b'@')) && name.starts_with(node_name)
-        };
-        let found = candidates.iter().find(|(node_name, _)| is_named(node_name));
-        found.map_or(RootChild::Other, |(_, child)| *child)
+        let before_at = name.get(..node_name.len()).unwrap_or_default();
+        let is_named = matches!(name.get(node_name.len()), None | Some(b'@' | 0))
+            && same_bytes(before_at, node_name);
+        if is_named { child } else { RootChild::Other }
     }
 }
 
@@ -310,54 +496,63 @@ struct Seen {
 }
 
 /// The half of the tree's walk that reads what the boot needs.
-struct BootWalk<'a> {
-    /// What the open nodes at depths 0 to 2 are; deeper nodes hold nothing the boot
-    /// reads.
+struct BootWalk<'a, 'f> {
+    /// What the open nodes at depths 0 to 2 are, once their properties are over,
+    /// if they have children; deeper nodes hold nothing the boot reads.
     roles: [Role; 3],
     /// The children of the root met so far that only count once.
     seen: Seen,
-    facts: Facts<'a>,
+    facts: &'f mut Facts<'a>,
 }
 
-impl<'a> BootWalk<'a> {
-    /// A walk that starts from the header's memory reservations.
-    fn new(dtb: &Dtb<'a>) -> BootWalk<'a> {
-        let mut reserved = Ok(Ranges::new());
-        for entry in dtb.reservations() {
-            add_to(&mut reserved, |ranges| {
-                let (address, size) = entry?;
-                let range = PhysRange::checked(address, size).ok_or(TreeError::Malformed)?;
-                push_range(ranges, range, "reserved ranges")
-            });
-        }
+impl<'a, 'f> BootWalk<'a, 'f> {
+    /// A walk that reads into `facts`.
+    fn new(facts: &'f mut Facts<'a>) -> BootWalk<'a, 'f> {
         BootWalk {
             roles: [Role::Other; 3],
             seen: Seen::default(),
-            facts: Facts {
-                memory: Ok(Ranges::new()),
-                bootargs: Ok(""),
-                initrd: Ok(None),
-                psci_method: Ok(None),
-                cpus: Ok(Cpus::new()),
-                reserved,
-            },
+            facts,
         }
     }
 
-    /// What the walk read: an empty RAM or CPU list is an error.
-    fn finish(self) -> Facts<'a> {
-        let mut facts = self.facts;
+    /// The walk is over: an empty RAM or CPU list is an error.
+    fn finish(self) {
+        let facts = self.facts;
         if facts.memory.as_ref().is_ok_and(|ranges| ranges.is_empty()) {
             facts.memory = Err(TreeError::NoMemory);
         }
         if facts.cpus.as_ref().is_ok_and(|cpus| cpus.is_empty()) {
             facts.cpus = Err(TreeError::NoCpus);
         }
-        facts
     }
 
-    /// A node begins at `depth`; returns whether the boot reads its properties.
-    fn begin_node(&mut self, depth: usize, name: &[u8]) -> bool {
+    /// Whether the boot reads the children of the node at `depth`, whatever their
+    /// names: the root's and, once their properties are over, `/cpus`' and
+    /// `/reserved-memory`'s.
+    #[inline(always)]
+    fn reads_children(&self, depth: usize) -> bool {
+        match depth {
+            0 => false,
+            1 => matches!(
+                self.roles[1],
+                Role::RootChild(RootChild::Cpus | RootChild::ReservedMemory)
+            ),
+            _ => false,
+        }
+    }
+
+    /// The properties of the node at `depth`, called `name`, are over: finds what
+    /// the node is, and reads what they say. `parent_cells` code its `reg` (`None`:
+    /// they are malformed).
+    #[inline(always)]
+    fn read(
+        &mut self,
+        depth: usize,
+        name: &[u8],
+        has_children: bool,
+        properties: &Properties<'a>,
+        parent_cells: Option<Cells>,
+    ) {
         let role = match depth {
             0 => Role::Root,
             1 => Role::RootChild(self.first_of_its_name(RootChild::of(name))),
@@ -366,49 +561,22 @@ impl<'a> BootWalk<'a> {
                 Role::RootChild(RootChild::ReservedMemory) => Role::Reservation,
                 _ => Role::Other,
             },
-            _ => return false,
+            _ => return,
         };
-        self.roles[depth] = role;
-        role != Role::Other
-    }
-
-    /// The properties of the node at `depth` are over: reads what they say.
-    /// `ancestors` are the cells of the open nodes around it, root first.
-    fn read(
-        &mut self,
-        depth: usize,
-        properties: &Properties<'a>,
-        ancestors: &[Result<Cells, TreeError>],
-    ) {
-        let Some(&role) = self.roles.get(depth) else {
-            return;
-        };
-        // How the node's parent codes its `reg`.
-        let parent_cells = ancestors
-            .last()
-            .copied()
-            .unwrap_or(Err(TreeError::Malformed));
-        let facts = &mut self.facts;
+        // Only the node's children read its role.
+        if has_children {
+            self.roles[depth] = role;
+        }
         match role {
-            Role::RootChild(child) => {
-                add_to(&mut facts.memory, |ranges| {
-                    add_memory(ranges, child, properties, parent_cells)
-                });
-                match child {
-                    RootChild::Chosen => facts.read_chosen(properties),
-                    RootChild::Psci => facts.psci_method = properties.string(Name::Method),
-                    _ => {}
-                }
-            }
-            Role::Cpu => add_to(&mut facts.cpus, |cpus| add_cpu(cpus, properties)),
-            Role::Reservation => add_to(&mut facts.reserved, |ranges| {
-                add_reservation(ranges, properties, parent_cells)
-            }),
+            // The common case: a device, not memory, unless its type says so.
+            Role::RootChild(RootChild::Other) if !properties.has(Name::DeviceType) => {}
             Role::Root | Role::Other => {}
+            _ => self.facts.read(role, properties, parent_cells),
         }
     }
 
     /// `child` unless an earlier child of the root had its name.
+    #[inline(always)]
     fn first_of_its_name(&mut self, child: RootChild) -> RootChild {
         let seen = match child {
             RootChild::Chosen => &mut self.seen.chosen,
@@ -425,12 +593,17 @@ impl<'a> BootWalk<'a> {
     }
 }
 
-impl<'a> Facts<'a> {
-    /// Reads `/chosen` (3.6).
-    fn read_chosen(&mut self, chosen: &Properties<'a>) {
-        self.bootargs = chosen.string(Name::Bootargs).map(Option::unwrap_or_default);
-        self.initrd = initrd(chosen);
+/// The `/memreserve/` entries of the blob's header (5.3).
+fn reservations(dtb: &Dtb<'_>) -> Result<Ranges, TreeError> {
+    let mut reserved = Ok(Ranges::new());
+    for entry in dtb.reservations() {
+        add_to(&mut reserved, |ranges| {
+            let (address, size) = entry?;
+            let range = PhysRange::checked(address, size).ok_or(TreeError::Malformed)?;
+            push_range(ranges, range, "reserved ranges")
+        });
     }
+    reserved
 }
 
 /// The initrd `/chosen` names with `linux,initrd-start` and `linux,initrd-end`
@@ -445,21 +618,22 @@ fn initrd(chosen: &Properties<'_>) -> Result<Option<PhysRange>, TreeError> {
 }
 
 /// Adds the RAM of the root's child `child`, if it is a `memory` node (3.4);
-/// `root_cells` code its `reg`.
+/// `root_cells` code its `reg` (`None`: they are malformed).
 fn add_memory(
     ranges: &mut Ranges,
     child: RootChild,
     properties: &Properties<'_>,
-    root_cells: Result<Cells, TreeError>,
+    root_cells: Option<Cells>,
 ) -> Result<(), TreeError> {
-    let device_type = properties.string(Name::DeviceType)?;
-    if device_type != Some("memory") && child != RootChild::NamedMemory {
+    let is_memory = properties.string_is(Name::DeviceType, "memory")?;
+    if !is_memory && child != RootChild::NamedMemory {
         return Ok(());
     }
     let Some(reg) = properties.get(Name::Reg) else {
         return Ok(());
     };
-    for entry in reg_entries(reg, root_cells?)? {
+    let root_cells = root_cells.ok_or(TreeError::Malformed)?;
+    for entry in reg_entries(reg, root_cells).ok_or(TreeError::Malformed)? {
         let (address, size) = entry.ok_or(TreeError::Malformed)?;
         if size == 0 {
             continue;
@@ -472,7 +646,7 @@ fn add_memory(
 
 /// Adds the CPU a child of `/cpus` describes, if it is one (3.8).
 fn add_cpu(cpus: &mut Cpus, properties: &Properties<'_>) -> Result<(), TreeError> {
-    if properties.string(Name::DeviceType)? != Some("cpu") {
+    if !properties.string_is(Name::DeviceType, "cpu")? {
         return Ok(());
     }
     let Some(mpidr) = properties.integer(Name::Reg)? else {
@@ -481,24 +655,28 @@ fn add_cpu(cpus: &mut Cpus, properties: &Properties<'_>) -> Result<(), TreeError
     let cpu = TreeCpu {
         mpidr,
         release_address: properties.integer(Name::CpuReleaseAddr)?,
-        psci: properties.string(Name::EnableMethod)? == Some("psci"),
+        psci: properties.string_is(Name::EnableMethod, "psci")?,
     };
     cpus.push(cpu)
         .map_err(|_| TreeError::TooMany { what: "CPUs" })
 }
 
 /// Adds the `reg` of a child of `/reserved-memory` (3.5.2), coded with the cells of
-/// `/reserved-memory`; entries that do not fit 64 bits are left out.
+/// `/reserved-memory` (`None`: they are malformed); entries that do not fit 64 bits
+/// are left out.
 fn add_reservation(
     ranges: &mut Ranges,
     properties: &Properties<'_>,
-    reserved_memory_cells: Result<Cells, TreeError>,
+    reserved_memory_cells: Option<Cells>,
 ) -> Result<(), TreeError> {
     let Some(reg) = properties.get(Name::Reg) else {
         return Ok(());
     };
-    for (address, size) in reg_entries(reg, reserved_memory_cells?)?.flatten() {
-        if size > 0 {
+    let cells = reserved_memory_cells.ok_or(TreeError::Malformed)?;
+    for entry in reg_entries(reg, cells).ok_or(TreeError::Malformed)? {
+        if let Some((address, size)) = entry
+            && size > 0
+        {
             let range = PhysRange::checked(address, size).ok_or(TreeError::Malformed)?;
             push_range(ranges, range, "reserved ranges")?;
         }
@@ -512,6 +690,7 @@ fn push_range(ranges: &mut Ranges, range: PhysRange, what: &'static str) -> Resu
 
 /// Runs `add` on the list in `answer`, unless an error already stands there; an
 /// error it returns replaces the list.
+#[inline(always)]
 fn add_to<T>(answer: &mut Result<T, TreeError>, add: impl FnOnce(&mut T) -> Result<(), TreeError>) {
     if let Ok(list) = answer
         && let Err(error) = add(list)

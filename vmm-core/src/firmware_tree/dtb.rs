@@ -124,223 +124,186 @@ impl<'a> Dtb<'a> {
         })
     }
 
-    /// Walks the structure block once, front to back, telling `visitor` about each
-    /// node, and about the properties the hypervisor reads ([`Name`]) of the nodes
-    /// it asks for, and checks the block's shape (5.4.2): one root node; in each
-    /// node its properties, then its children; no more than [`MAX_DEPTH`] levels;
-    /// `FDT_END` after the root. `FDT_NOP` tokens are skipped (5.4.1).
+    /// Walks the structure block once, front to back, telling `visitor` about the
+    /// properties the hypervisor reads ([`Name`]) of each node, and then that the
+    /// node's properties are over; checks the block's shape (5.4.2): one root node;
+    /// in each node its properties, then its children; no more than [`MAX_DEPTH`]
+    /// levels; `FDT_END` after the root. `FDT_NOP` tokens are skipped (5.4.1).
+    ///
+    /// Never inlined: its loops keep the cursor in registers only in a function of
+    /// their own.
+    #[inline(never)]
     pub(super) fn walk(&self, visitor: &mut impl Visitor<'a>) -> Result<(), TreeError> {
         let mut cursor = Cursor {
             structure: self.structure,
-            strings: self.strings,
             next: 0,
         };
         let mut names = NameCache::new();
         // Nodes begun and not yet ended.
         let mut open = 0;
-        let mut next_property = NextProperty::Forbidden;
-        let mut root_ended = false;
-        loop {
-            match cursor.next_token()? {
-                Token::BeginNode(name) => {
-                    if root_ended || open == MAX_DEPTH {
-                        return Err(TreeError::Malformed);
-                    }
-                    if next_property != NextProperty::Forbidden {
-                        visitor.properties_end(open - 1, true);
-                    }
-                    next_property = if visitor.begin_node(open, name) {
-                        NextProperty::Reported
-                    } else {
-                        NextProperty::Skipped
-                    };
-                    open += 1;
+        // The token in hand: a node's properties end at the first token that is
+        // neither `FDT_PROP` nor `FDT_NOP`, which is then handled here.
+        let mut token = cursor.token_after_nops()?;
+        while token == FDT_BEGIN_NODE {
+            if open == MAX_DEPTH {
+                return Err(TreeError::Malformed);
+            }
+            let name = cursor.node_name()?;
+            token = cursor.properties(self.strings, &mut names, visitor)?;
+            visitor.properties_end(open, name, token == FDT_BEGIN_NODE);
+            open += 1;
+            // The nodes that end before the next begins; the root's end is the last.
+            while token == FDT_END_NODE {
+                open -= 1;
+                if open == 0 {
+                    return cursor.finish();
                 }
-                Token::Property(property) => match next_property {
-                    NextProperty::Reported => {
-                        if let Some(name) = names.name(&property) {
-                            visitor.property(name, property.value);
-                        }
-                    }
-                    NextProperty::Skipped => {}
-                    NextProperty::Forbidden => return Err(TreeError::Malformed),
-                },
-                Token::Nop => {}
-                Token::EndNode => {
-                    open = open.checked_sub(1).ok_or(TreeError::Malformed)?;
-                    if next_property != NextProperty::Forbidden {
-                        visitor.properties_end(open, false);
-                    }
-                    next_property = NextProperty::Forbidden;
-                    root_ended = open == 0;
-                }
-                Token::End if root_ended => return Ok(()),
-                Token::End => return Err(TreeError::Malformed),
+                token = cursor.token_after_nops()?;
             }
         }
+        // A property once a child ended (or before the root), `FDT_END` with nodes
+        // open, or no token at all.
+        Err(TreeError::Malformed)
     }
 }
 
-/// What a walk does with a property that comes next.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum NextProperty {
-    /// Reports it: the innermost open node began last, and the visitor asked.
-    Reported,
-    /// Skips it: the innermost open node began last, and the visitor did not ask.
-    Skipped,
-    /// None may come: before the root, or once a child of the innermost open node
-    /// ended, its properties are over (5.4.2).
-    Forbidden,
-}
-
-/// What one walk of the structure block reports, node by node in tree order.
-/// `depth` is the number of open nodes around the node: 0 for the root, always below
-/// [`MAX_DEPTH`]. What the visitor makes of the values is its own business: the walk
-/// fails only on the blob's structure.
+/// What one walk of the structure block reports, node by node in tree order. What
+/// the visitor makes of the values is its own business: the walk fails only on the
+/// blob's structure.
 pub(super) trait Visitor<'a> {
-    /// A node begins; `name` is its unit name, without the NUL. Returns whether to
-    /// report the node's properties.
-    fn begin_node(&mut self, depth: usize, name: &'a [u8]) -> bool;
-    /// A property the hypervisor reads, of the node that began last, if its
-    /// `begin_node` asked.
+    /// A property the hypervisor reads, of the node whose properties are being read.
+    /// Its value starts 4-byte aligned (5.4.1).
     fn property(&mut self, name: Name, value: &'a [u8]);
-    /// The properties of the node at `depth` are over: they all come before its
-    /// first child (5.4.2), which begins next if `has_children`; otherwise the node
-    /// ends.
-    fn properties_end(&mut self, depth: usize, has_children: bool);
+    /// The properties of a node are over. `depth` is the number of open nodes around
+    /// it: 0 for the root, always below [`MAX_DEPTH`]; `name` is its unit name, up
+    /// to its NUL and padding (5.4.1): the name ends at the first NUL in it. Its
+    /// properties all come before its first child (5.4.2), which begins next if
+    /// `has_children`; otherwise the node ends.
+    fn properties_end(&mut self, depth: usize, name: &'a [u8], has_children: bool);
 }
 
-/// One property as the structure block holds it (5.4.1, `FDT_PROP`).
-#[derive(Clone, Copy)]
-pub(super) struct Property<'a> {
-    /// Where the name lies in the strings block (`nameoff`).
-    pub name_offset: u32,
-    /// The strings block from the property's name on: the name, its NUL, then
-    /// whatever names follow.
-    names: &'a [u8],
-    /// The value, `len` bytes.
-    pub value: &'a [u8],
+/// A token as the structure block holds it, big-endian: compared so, the walk does
+/// not swap the bytes of every word it reads.
+const fn stored(token: u32) -> u32 {
+    token.to_be()
 }
 
-impl Property<'_> {
-    /// Whether the property is called `name`.
-    pub(super) fn is(&self, name: &[u8]) -> bool {
-        // Byte by byte: names mostly differ early, which a call to `memcmp` costs
-        // more to find out.
-        let same_start = name.iter().zip(self.names).all(|(a, b)| a == b);
-        same_start && self.names.get(name.len()) == Some(&0)
-    }
-
-    /// The first byte of the name (the NUL of an empty name).
-    pub(super) fn initial(&self) -> u8 {
-        self.names.first().copied().unwrap_or_default()
-    }
+/// The words a property's value of `len` bytes takes, with its padding (5.4.1).
+#[inline(always)]
+fn padded_words(len: u32) -> usize {
+    // At most 2^30: no sum of it and an index overflows.
+    u64::from(len).div_ceil(4) as usize
 }
 
-/// One token of the structure block, with its data.
-enum Token<'a> {
-    /// `FDT_BEGIN_NODE` and the node's unit name, without the NUL.
-    BeginNode(&'a [u8]),
-    /// `FDT_PROP`.
-    Property(Property<'a>),
-    /// `FDT_NOP`.
-    Nop,
-    /// `FDT_END_NODE`.
-    EndNode,
-    /// `FDT_END`.
-    End,
+/// Whether one of the bytes of `word` is NUL: the word-at-a-time test, which sets the
+/// top bit of each NUL byte (and maybe of bytes above the first), and of none if
+/// there is no NUL.
+#[inline(always)]
+fn has_a_nul(word: u32) -> bool {
+    word.wrapping_sub(0x0101_0101) & !word & 0x8080_8080 != 0
 }
 
-/// Reads the structure block's tokens in order.
+/// Reads the structure block's words in order.
 struct Cursor<'a> {
     structure: &'a [u32],
-    strings: &'a [u8],
-    /// The index of the next word to read.
+    /// The index of the next word to read. A property's value moves it on without a
+    /// check, at most 2^30 words past the block: the next read fails there.
     next: usize,
 }
 
-// The walk's inner loop: inlined, so a token stays in registers.
+// The walk's inner loops: inlined, so the cursor stays in registers.
 impl<'a> Cursor<'a> {
-    /// The next token; one that is none of the five, or a block that ends before
-    /// `FDT_END`, is malformed.
+    /// The next token (5.4.1); a block that ends before `FDT_END` is malformed.
     #[inline(always)]
-    fn next_token(&mut self) -> Result<Token<'a>, TreeError> {
-        let token = self.word(self.next)?;
+    fn token(&mut self) -> Result<u32, TreeError> {
+        let word = self.structure.get(self.next).ok_or(TreeError::Malformed)?;
         self.next += 1;
-        // Most tokens are properties: one comparison for them.
-        if token == FDT_PROP {
-            return self.property().map(Token::Property);
-        }
-        match token {
-            FDT_BEGIN_NODE => self.node_name().map(Token::BeginNode),
-            FDT_END_NODE => Ok(Token::EndNode),
-            FDT_NOP => Ok(Token::Nop),
-            FDT_END => Ok(Token::End),
-            _ => Err(TreeError::Malformed),
-        }
-    }
-
-    /// The big-endian word at `index`.
-    #[inline(always)]
-    fn word(&self, index: usize) -> Result<u32, TreeError> {
-        let word = self.structure.get(index).ok_or(TreeError::Malformed)?;
         Ok(u32::from_be(*word))
     }
 
-    /// The NUL-terminated name after `FDT_BEGIN_NODE`; moves past it and its padding
-    /// to the next 4-byte boundary. Looks for the NUL a word at a time.
+    /// The next token that is not `FDT_NOP` (5.4.1).
     #[inline(always)]
-    fn node_name(&mut self) -> Result<&'a [u8], TreeError> {
-        let start = self.next * 4;
+    fn token_after_nops(&mut self) -> Result<u32, TreeError> {
         loop {
-            let word = *self.structure.get(self.next).ok_or(TreeError::Malformed)?;
-            self.next += 1;
-            // The word with its first byte in memory lowest: then the lowest flagged
-            // byte is the first NUL (a flag above a NUL may be a false one).
-            let in_memory_order = u32::from_le(word);
-            let zero_bytes =
-                in_memory_order.wrapping_sub(0x0101_0101) & !in_memory_order & 0x8080_8080;
-            if zero_bytes != 0 {
-                let nul = (self.next - 1) * 4 + zero_bytes.trailing_zeros() as usize / 8;
-                return self
-                    .structure
-                    .as_bytes()
-                    .get(start..nul)
-                    .ok_or(TreeError::Malformed);
+            let token = self.token()?;
+            if token != FDT_NOP {
+                return Ok(token);
             }
         }
     }
 
-    /// The `len`, `nameoff` and value after `FDT_PROP`; moves past the value and its
-    /// padding. A value past the block, or a name offset past the strings block, is
-    /// malformed.
+    /// The NUL-terminated name after `FDT_BEGIN_NODE`, with its NUL and the padding
+    /// to the next 4-byte boundary; moves past them. Looks for the NUL a word at a
+    /// time.
     #[inline(always)]
-    fn property(&mut self) -> Result<Property<'a>, TreeError> {
-        let (Some(&len), Some(&name_offset)) = (
-            self.structure.get(self.next),
-            self.structure.get(self.next + 1),
-        ) else {
-            return Err(TreeError::Malformed);
-        };
-        let (len, name_offset) = (u32::from_be(len) as usize, u32::from_be(name_offset));
-        let start = (self.next + 2) * 4;
-        let end = start.checked_add(len).ok_or(TreeError::Malformed)?;
-        let value = self
-            .structure
-            .as_bytes()
-            .get(start..end)
+    fn node_name(&mut self) -> Result<&'a [u8], TreeError> {
+        let words = self.structure.get(self.next..).unwrap_or_default();
+        let last = words
+            .iter()
+            .position(|&word| has_a_nul(word))
             .ok_or(TreeError::Malformed)?;
-        let names = self
-            .strings
-            .get(name_offset as usize..)
-            .filter(|names| !names.is_empty())
-            .ok_or(TreeError::Malformed)?;
-        self.next = end.div_ceil(4);
-        Ok(Property {
-            name_offset,
-            names,
-            value,
-        })
+        let name = words.get(..=last).unwrap_or_default();
+        self.next += name.len();
+        Ok(name.as_bytes())
+    }
+
+    /// Reads the properties of a node, telling `visitor` about those the hypervisor
+    /// reads; returns the token after them.
+    #[inline(always)]
+    fn properties(
+        &mut self,
+        strings: &[u8],
+        names: &mut NameCache,
+        visitor: &mut impl Visitor<'a>,
+    ) -> Result<u32, TreeError> {
+        loop {
+            // A token and the two words a property's header holds after it (5.4.1),
+            // read under one bounds check. `next` may lie past the block, after a
+            // value that does.
+            let words = self.structure.get(self.next..).unwrap_or_default();
+            let Some(&[token, len, name_offset]) = words.first_chunk() else {
+                // No room for a property header: the block ends with a token or two.
+                match self.token()? {
+                    FDT_NOP => continue,
+                    FDT_PROP => return Err(TreeError::Malformed),
+                    token => return Ok(token),
+                }
+            };
+            if token != stored(FDT_PROP) {
+                self.next += 1;
+                if token == stored(FDT_NOP) {
+                    continue;
+                }
+                return Ok(u32::from_be(token));
+            }
+            let value_at = self.next + 3;
+            let len = u32::from_be(len);
+            self.next = value_at + padded_words(len);
+            let Some(name) = names.name(name_offset, strings)? else {
+                continue;
+            };
+            // A value past the block is malformed here, or by the next read if no
+            // one reads it. `value_at` is in the block (the header was), so the sum
+            // cannot overflow.
+            let value_start = value_at * 4;
+            let value = self
+                .structure
+                .as_bytes()
+                .get(value_start..value_start + len as usize)
+                .ok_or(TreeError::Malformed)?;
+            visitor.property(name, value);
+        }
+    }
+
+    /// The root has ended: only `FDT_NOP` tokens may come before `FDT_END` (5.4.2).
+    fn finish(&mut self) -> Result<(), TreeError> {
+        loop {
+            match self.token()? {
+                FDT_NOP => {}
+                FDT_END => return Ok(()),
+                _ => return Err(TreeError::Malformed),
+            }
+        }
     }
 }
 
