@@ -7,7 +7,6 @@
 //! 16 KiB or 64 KiB, so this module is its own.
 
 use alloc::vec::Vec;
-use core::ops::Range;
 
 use transom_boards::PhysRange;
 
@@ -25,13 +24,16 @@ pub trait TableMemory {
     fn read(&self, address: u64, index: usize) -> u64;
     /// Writes entry `index` of the table at `address`.
     fn write(&mut self, address: u64, index: usize, value: u64);
-    /// Entries `range` of the table at `address` as one slice, for a run of
-    /// writes that then costs a load and a store an entry; `None` (the default)
-    /// where the memory cannot lend them, and each entry is read and written on its
-    /// own.
-    fn entries_mut(&mut self, address: u64, range: Range<usize>) -> Option<&mut [u64]> {
-        let _ = (address, range);
-        None
+    /// Writes entries `index..index + count` of the table at `address`: `first`,
+    /// then each entry `step` more than the one before (a run of leaves, which a
+    /// range of RAM makes hundreds long). As many [`TableMemory::write`]s unless
+    /// the memory has a faster way.
+    fn write_run(&mut self, address: u64, index: usize, first: u64, step: u64, count: usize) {
+        let mut value = first;
+        for offset in 0..count {
+            self.write(address, index + offset, value);
+            value += step;
+        }
     }
 }
 
@@ -183,9 +185,11 @@ impl<M: TableMemory> Stage2Tables<M> {
             leaf,
         };
         let mut broke = false;
-        let root = self.root;
-        let level = self.layout.start_level;
-        let result = self.map_in(root, level, range, &request, tlb, &mut broke);
+        let result =
+            self.descend(&range, &request, tlb, &mut broke)
+                .and_then(|(table, level, fresh)| {
+                    self.map_in(table, level, fresh, range, &request, tlb, &mut broke)
+                });
         tlb.publish();
         if broke {
             tlb.complete();
@@ -325,18 +329,85 @@ impl<M: TableMemory> Stage2Tables<M> {
     fn split(&mut self, level: u32, output: u64, leaf: &Leaf) -> Result<u64, Stage2Error> {
         let table = self.allocate_table()?;
         let child_size = self.layout.geometry.entry_size(level + 1);
-        for index in 0..self.layout.geometry.entries() {
-            let child_output = output + index as u64 * child_size;
-            let descriptor = Descriptor::leaf(level + 1, child_output, leaf);
-            self.memory.write(table, index, descriptor.0);
-        }
+        let first = Descriptor::leaf(level + 1, output, leaf).0;
+        let entries = self.layout.geometry.entries();
+        self.memory.write_run(table, 0, first, child_size, entries);
         Ok(table)
     }
 
+    /// The table in which all of `range` is mapped, its level, and whether it is
+    /// new: from the root, as long as `range` lies inside one entry and is not a
+    /// leaf of that entry's level, the table that entry leads to (made or split
+    /// if need be). A page of a device window goes down to level 3 this way, and a
+    /// bank of RAM to the table that holds its blocks, without a call per level.
+    fn descend(
+        &mut self,
+        range: &PhysRange,
+        request: &MapRequest,
+        tlb: &mut dyn TlbMaintenance,
+        broke: &mut bool,
+    ) -> Result<(u64, u32, bool), Stage2Error> {
+        let geometry = self.layout.geometry;
+        let mut table = self.root;
+        let mut level = self.layout.start_level;
+        let mut fresh = false;
+        while level < LEAF_LEVEL {
+            let size = geometry.entry_size(level);
+            let entry_start = range.start & !(size - 1);
+            let inside_one_entry = range.end - entry_start <= size;
+            let whole_entry = range.start == entry_start && range.end - entry_start == size;
+            let leaf_here = whole_entry
+                && geometry.block_allowed(level)
+                && request.output_of(range.start).is_multiple_of(size);
+            if !inside_one_entry || leaf_here {
+                break;
+            }
+            let index = self.index(level, range.start);
+            (table, fresh) = self.child_for_map(table, index, level, entry_start, tlb, broke)?;
+            level += 1;
+        }
+        Ok((table, level, fresh))
+    }
+
+    /// The table entry `index` of `table` (at `level`, mapping the IPAs from
+    /// `entry_start`) leads to, for a mapping that changes part of what the entry
+    /// maps: the table there, a new empty one, or a new one that maps what the leaf
+    /// there mapped (put in with break-before-make); and whether it is new and
+    /// empty.
+    fn child_for_map(
+        &mut self,
+        table: u64,
+        index: usize,
+        level: u32,
+        entry_start: u64,
+        tlb: &mut dyn TlbMaintenance,
+        broke: &mut bool,
+    ) -> Result<(u64, bool), Stage2Error> {
+        match Descriptor(self.memory.read(table, index)).decode(level) {
+            Entry::Invalid => {
+                let next = self.allocate_table()?;
+                self.memory.write(table, index, Descriptor::table(next).0);
+                Ok((next, true))
+            }
+            Entry::Table(next) => Ok((next, false)),
+            Entry::Leaf { output, leaf } => {
+                let entry = entry_range(entry_start, self.layout.geometry.entry_size(level));
+                let next = self.split_in_place(table, index, level, entry, output, &leaf, tlb)?;
+                *broke = true;
+                Ok((next, false))
+            }
+        }
+    }
+
+    /// Maps `range` (inside the span of `table`, at `level`) as `request` asks.
+    /// `fresh`: this call made `table`, so no entry from `range.start` on is valid
+    /// yet and none needs reading.
+    #[allow(clippy::too_many_arguments)]
     fn map_in(
         &mut self,
         table: u64,
         level: u32,
+        fresh: bool,
         range: PhysRange,
         request: &MapRequest,
         tlb: &mut dyn TlbMaintenance,
@@ -360,16 +431,10 @@ impl<M: TableMemory> Stage2Tables<M> {
                 // is hundreds of them, and an empty entry takes one write.
                 let entries = self.entries(level);
                 let run = ((range.end - ipa) / size).min((entries - index) as u64);
-                // Entries that are all empty (a table made for this range) need no
-                // break-before-make: written straight from the template.
-                if let Some(slots) = self.memory.entries_mut(table, index..index + run as usize)
-                    && slots.iter().all(|&entry| !Descriptor(entry).is_valid())
-                {
-                    let mut new = template.at(output);
-                    for slot in slots {
-                        *slot = new.0;
-                        new.0 += size;
-                    }
+                if fresh {
+                    let first = template.at(output).0;
+                    self.memory
+                        .write_run(table, index, first, size, run as usize);
                     ipa += run * size;
                     continue;
                 }
@@ -401,27 +466,13 @@ impl<M: TableMemory> Stage2Tables<M> {
                 ipa += run * size;
                 continue;
             }
-            let current = Descriptor(self.memory.read(table, index));
-            let next = match current.decode(level) {
-                Entry::Invalid => {
-                    let next = self.allocate_table()?;
-                    self.memory.write(table, index, Descriptor::table(next).0);
-                    next
-                }
-                Entry::Table(next) => next,
-                Entry::Leaf { output, leaf } => {
-                    let entry = entry_range(entry_start, size);
-                    let next =
-                        self.split_in_place(table, index, level, entry, output, &leaf, tlb)?;
-                    *broke = true;
-                    next
-                }
-            };
+            let (next, next_fresh) =
+                self.child_for_map(table, index, level, entry_start, tlb, broke)?;
             let chunk = PhysRange {
                 start: ipa,
                 end: chunk_end,
             };
-            self.map_in(next, level + 1, chunk, request, tlb, broke)?;
+            self.map_in(next, level + 1, next_fresh, chunk, request, tlb, broke)?;
             ipa = chunk_end;
         }
         Ok(())
@@ -612,11 +663,21 @@ impl TableMemory for HeapTables {
         self.words[word] = value;
     }
 
-    #[inline]
-    fn entries_mut(&mut self, address: u64, range: Range<usize>) -> Option<&mut [u64]> {
-        let start = self.word(address, range.start);
-        let end = self.word(address, range.end);
-        self.words.get_mut(start..end)
+    fn write_run(&mut self, address: u64, index: usize, first: u64, step: u64, count: usize) {
+        let start = self.word(address, index);
+        // Eight at a time: little more than an addition and half a store each.
+        let mut chunks = self.words[start..][..count].chunks_exact_mut(8);
+        let mut value = first;
+        for chunk in &mut chunks {
+            for entry in chunk {
+                *entry = value;
+                value += step;
+            }
+        }
+        for entry in chunks.into_remainder() {
+            *entry = value;
+            value += step;
+        }
     }
 }
 
