@@ -308,8 +308,11 @@ impl<M: TableMemory> Stage2Tables<M> {
 
     /// Replaces the leaf `index` of `table` at `level`, which maps the IPAs `entry`
     /// to `output` with `leaf`, by a table that maps the same (break-before-make),
-    /// so that part of it can change; returns the new table.
+    /// so that part of it can change; returns the new table. Rare next to the
+    /// entries a mapping makes: kept out of line.
     #[allow(clippy::too_many_arguments)]
+    #[cold]
+    #[inline(never)]
     fn split_in_place(
         &mut self,
         table: u64,
