@@ -196,6 +196,55 @@ fn the_walker_sees_every_page_as_mapped() {
     }
 }
 
+/// `HeapTables` writes a run of leaves in one call (`write_run`), where `Recording`
+/// keeps the store-by-store default: both build the same tables, for a bank of RAM
+/// with ragged edges (pages, blocks, pages), device pages and a change of
+/// attributes inside a block (a split), for each granule.
+#[test]
+fn runs_of_leaves_in_one_call_build_the_same_tables() {
+    for granule in Granule::ALL {
+        let layout = Stage2Layout::with_ipa_bits(granule, 40);
+        let (mut stored, mut tlb, _) = recording(granule, 40);
+        let arena = HeapTables::new(&layout, 64).expect("memory for the arena");
+        let mut run = Stage2Tables::new(layout, arena).expect("memory for the root");
+        let page = granule.size();
+        let block = layout.geometry.entry_size(2);
+        let ram = PhysRange::new(0x4000_0000 - 3 * page, GIB + 5 * page);
+        let device = PhysRange::new(0x0900_0000, 2 * page);
+        let read_only = PhysRange::new(0x4000_0000 + block + page, 3 * page);
+        let read_only_leaf = Leaf {
+            attributes: MemoryAttributes::NormalWriteBack,
+            permissions: Permissions::READ_ONLY,
+        };
+        let requests = [
+            (ram, Leaf::RAM),
+            (device, Leaf::device(MemoryAttributes::DeviceNGnRE)),
+            (read_only, read_only_leaf),
+        ];
+        for (range, leaf) in requests {
+            stored
+                .map(range, range.start, leaf, &mut tlb)
+                .expect("maps");
+            run.map(range, range.start, leaf, &mut tlb).expect("maps");
+        }
+        assert_eq!(run.table_pages(), stored.table_pages(), "{granule:?}");
+        let mut probes = Vec::new();
+        for (range, _) in requests {
+            for edge in [range.start, range.end] {
+                probes.extend((0..8).map(|pages| edge - 4 * page + pages * page));
+            }
+        }
+        probes.extend((0..64).map(|step| ram.start + step * (ram.size() / 64) + page));
+        for ipa in probes {
+            assert_eq!(
+                run.translate(ipa),
+                stored.translate(ipa),
+                "{granule:?} {ipa:#x}"
+            );
+        }
+    }
+}
+
 /// Unmapping a page out of a block splits the block (break-before-make) and leaves
 /// the rest mapped; unmapping everything frees every table but the root.
 #[test]
