@@ -4,6 +4,7 @@
 //! (`Documentation/arch/arm64/booting.rst`) asks: x0 = the tree's address, the
 //! tree 8-byte aligned and at most 2 MiB.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use transom_boards::{Board, DeviceKind, PhysRange};
@@ -153,7 +154,7 @@ fn virtual_gic(
     cpus: &'static [usize],
     gic: Option<GuestGic>,
     virtual_uart: bool,
-) -> Result<Option<PartitionGic>, Verdict> {
+) -> Result<Option<Box<PartitionGic>>, Verdict> {
     if !arch::gic::present() {
         return Ok(None);
     }
@@ -219,13 +220,13 @@ fn virtual_gic(
             lines.push(Line::new(intid, LineKind::Virtual));
         }
     }
-    Ok(Some(PartitionGic::new(
+    Ok(Some(Box::new(PartitionGic::new(
         version,
         distributor,
         redistributor_base,
         cpus,
         lines,
-    )))
+    ))))
 }
 
 /// The GIC as a guest sees it: v3 where the machine has redistributors, else v2

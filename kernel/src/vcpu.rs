@@ -8,6 +8,7 @@
 //! `SYSTEM_RESET`, or an exit Transom cannot handle); the boot CPU ends the run when
 //! every started partition has stopped.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::ops::ControlFlow;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -39,8 +40,9 @@ pub struct Partition {
     pub cpus: &'static [usize],
     /// The virtual PL011's exact IPA range, if the partition has one.
     pub vuart_range: Option<PhysRange>,
-    /// The virtual GIC, where the machine has a GICv3.
-    pub gic: Option<PartitionGic>,
+    /// The virtual GIC, where the machine has one guests can use. Boxed: it is 1.3 KiB, which
+    /// the boot would otherwise move three times.
+    pub gic: Option<Box<PartitionGic>>,
     /// The width probe's IPA range, with `transom.width-probe`.
     pub width_probe: Option<PhysRange>,
     vuart: Mutex<VirtualPl011>,
@@ -80,7 +82,7 @@ impl Partition {
         stage2: PartitionStage2,
         cpus: &'static [usize],
         vuart_range: Option<PhysRange>,
-        gic: Option<PartitionGic>,
+        gic: Option<Box<PartitionGic>>,
         width_probe: Option<PhysRange>,
     ) -> Self {
         let frame = vuart_range.map_or(0, |range| range.size());
