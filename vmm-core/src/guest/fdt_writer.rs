@@ -391,12 +391,12 @@ impl Strings {
         }
         let start = self.bytes.len();
         let offset = u32::try_from(start).map_err(|_| Error::TooLarge)?;
-        // The name and its NUL, which stays zero.
-        self.bytes.resize(start + bytes.len() + 1, 0);
-        if !copy_name(&mut self.bytes[start..], bytes, PROPERTY_NAME_CHAR) {
-            self.bytes.truncate(start);
+        if !all_of_class(bytes, PROPERTY_NAME_CHAR) {
             return Err(invalid());
         }
+        // The name and its NUL (a `resize` would zero the room first, by a call).
+        self.bytes.extend_from_slice(bytes);
+        self.bytes.push(0);
         let address = bytes.as_ptr() as usize;
         if self.entries.len() < MAX_RECORDED_NAMES {
             self.entries.push(NameEntry {
