@@ -335,27 +335,38 @@ fn log_memory(early: &EarlyBoot, table_pages: usize) {
 }
 
 fn log_firmware(tree: &FirmwareTree<'_>, options: &BootOptions<'_>) {
-    defmt::info!(
-        "firmware device tree: {=u64:#x}..{=u64:#x}, bootargs: \"{=str}\"",
-        tree.blob.start,
-        tree.blob.end,
-        tree.bootargs().unwrap_or_default()
-    );
-    if let Some(unknown) = options.first_unknown {
-        defmt::warn!("ignoring unknown hypervisor option `{=str}`", unknown);
-    }
+    let (blob, bootargs) = (tree.blob, tree.bootargs().unwrap_or_default());
     match tree.initrd() {
         Ok(Some(initrd)) => defmt::info!(
-            "initrd: {=u64:#x}..{=u64:#x} ({=u64} bytes)",
+            "firmware device tree: {=u64:#x}..{=u64:#x}, bootargs: \"{=str}\", initrd: {=u64:#x}..{=u64:#x} ({=u64} bytes)",
+            blob.start,
+            blob.end,
+            bootargs,
             initrd.start,
             initrd.end,
             initrd.size()
         ),
-        Ok(None) => defmt::info!("initrd: none"),
-        Err(error) => defmt::warn!(
-            "initrd: unreadable /chosen: {}",
-            defmt::Debug2Format(&error)
+        Ok(None) => defmt::info!(
+            "firmware device tree: {=u64:#x}..{=u64:#x}, bootargs: \"{=str}\", initrd: none",
+            blob.start,
+            blob.end,
+            bootargs
         ),
+        Err(error) => {
+            defmt::info!(
+                "firmware device tree: {=u64:#x}..{=u64:#x}, bootargs: \"{=str}\"",
+                blob.start,
+                blob.end,
+                bootargs
+            );
+            defmt::warn!(
+                "initrd: unreadable /chosen: {}",
+                defmt::Debug2Format(&error)
+            );
+        }
+    }
+    if let Some(unknown) = options.first_unknown {
+        defmt::warn!("ignoring unknown hypervisor option `{=str}`", unknown);
     }
     defmt::debug!("heap free: {=usize} bytes", heap::free());
 }
