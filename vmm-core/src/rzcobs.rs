@@ -325,6 +325,76 @@ mod tests {
         }
     }
 
+    /// The encoder the module doc describes, one byte at a time with no fast path,
+    /// as defmt's own `Encoder` works.
+    fn encode_bytewise(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let (mut run, mut zeros) = (0u8, 0u8);
+        for &byte in data {
+            if run < 7 {
+                if byte == 0 {
+                    zeros |= 1 << run;
+                } else {
+                    out.push(byte);
+                }
+                run += 1;
+                if run == 7 && zeros != 0 {
+                    out.push(zeros);
+                    (run, zeros) = (0, 0);
+                }
+            } else if byte == 0 {
+                out.push((run - 7) | 0x80);
+                (run, zeros) = (0, 0);
+            } else {
+                out.push(byte);
+                run += 1;
+                if run == 134 {
+                    out.push(0xff);
+                    (run, zeros) = (0, 0);
+                }
+            }
+        }
+        match run {
+            0 => {}
+            1..=6 => out.push((zeros | (0xff << run)) & 0x7f),
+            _ => out.push((run - 7) | 0x80),
+        }
+        out.push(0);
+        out
+    }
+
+    /// Byte for byte what the byte-at-a-time encoder writes, for defmt-like
+    /// frames cut into slices anywhere.
+    #[test]
+    fn matches_a_byte_at_a_time_encoder() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..3000 {
+            let len = (next() % 200) as usize;
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    let value = next();
+                    match value % 4 {
+                        0 | 1 => 0,
+                        2 => (value >> 8) as u8,
+                        _ => (value >> 8) as u8 | 1,
+                    }
+                })
+                .collect();
+            let pieces = (next() % 9) as usize + 1;
+            assert_eq!(
+                encode(&data, pieces),
+                encode_bytewise(&data),
+                "{data:x?} in {pieces} pieces"
+            );
+        }
+    }
+
     #[test]
     #[should_panic]
     fn refuses_a_buffer_without_room() {
