@@ -134,6 +134,28 @@ pub fn parse_flags(board: &Board, flags: &GuestFlags) -> Result<Vec<GuestSpec>> 
     Ok(guests)
 }
 
+/// What every option of the hypervisor's own command line starts with
+/// (`transom_vmm_core::bootargs`); it skips every other word.
+const HYPERVISOR_OPTION_PREFIX: &str = "transom.";
+
+/// Checks the words of `--bootarg` (the hypervisor's command line): each is a
+/// `transom.*` option. The hypervisor skips any other word without a message, so a
+/// guest's kernel option given there by mistake would vanish; it is refused here
+/// with where it belongs.
+pub fn check_hypervisor_bootargs(bootargs: &[String]) -> Result<()> {
+    for value in bootargs {
+        for word in value.split_ascii_whitespace() {
+            ensure!(
+                word.starts_with(HYPERVISOR_OPTION_PREFIX),
+                "--bootarg {value}: {word:?} is not a hypervisor option (those start with \
+                 {HYPERVISOR_OPTION_PREFIX:?}); a guest's kernel command line goes in \
+                 --bootargs PARTITION=\"...\""
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `PARTITION=VALUE` split at the first `=`, with a partition `board` has.
 fn split_flag<'a>(
     board: &Board,
@@ -145,6 +167,12 @@ fn split_flag<'a>(
         bail!("{flag} {value}: expected {form} (no '=' in it)");
     };
     if find_partition(board, partition).is_none() {
+        if partition.starts_with(HYPERVISOR_OPTION_PREFIX) {
+            bail!(
+                "{flag} {value}: {partition} is a hypervisor option, not a partition; \
+                 give the hypervisor's options with --bootarg {value}"
+            );
+        }
         let known: Vec<&str> = board.partitions.iter().map(|known| known.name).collect();
         bail!(
             "{flag} {value}: the {} board has no partition {partition:?}; its partitions \
@@ -472,6 +500,26 @@ mod tests {
             parse_error(&flags(&["linux-a="], &[], &[])),
             "--guest linux-a=: no image path after '='"
         );
+        // The two command-line flags, each given the other's value.
+        assert_eq!(
+            parse_error(&flags(&["linux-a=I"], &[], &["transom.selftest=panic"])),
+            "--bootargs transom.selftest=panic: transom.selftest is a hypervisor option, \
+             not a partition; give the hypervisor's options with --bootarg \
+             transom.selftest=panic"
+        );
+        let error = check_hypervisor_bootargs(&[
+            "transom.exit=psci".to_string(),
+            "transom.granule=64k console=ttyAMA0".to_string(),
+        ])
+        .expect_err("a guest's option is not the hypervisor's");
+        assert_eq!(
+            error.to_string(),
+            "--bootarg transom.granule=64k console=ttyAMA0: \"console=ttyAMA0\" is not a \
+             hypervisor option (those start with \"transom.\"); a guest's kernel command \
+             line goes in --bootargs PARTITION=\"...\""
+        );
+        check_hypervisor_bootargs(&["transom.selftest=stage2 transom.granule=16k".to_string()])
+            .expect("hypervisor options");
         // The rpi4 table lists its own partitions.
         let error = parse_flags(
             board_table(BoardName::Rpi4),

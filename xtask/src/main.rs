@@ -152,7 +152,8 @@ struct QemuArgs {
     /// Print the console's raw bytes instead of decoding them.
     #[arg(long)]
     raw: bool,
-    /// Extra hypervisor options, e.g. `transom.selftest=panic`.
+    /// Extra hypervisor options, e.g. `transom.selftest=panic` (only `transom.*`
+    /// words: a guest's kernel command line is `--bootargs`).
     #[arg(long = "bootarg")]
     bootargs: Vec<String>,
     /// A partition's guest kernel, an arm64 Linux `Image` (repeat for each
@@ -236,6 +237,7 @@ fn qemu(args: &QemuArgs) -> Result<ExitCode> {
     if matches!(args.cpu, CpuArg::Max) && args.board != BoardName::QemuVirt {
         bail!("--cpu max is for QEMU virt; raspi4b always has Cortex-A72s");
     }
+    bundle::check_hypervisor_bootargs(&args.bootargs)?;
     let machine = args.board.machine(gic, args.smp)?.with_cpu(cpu);
     let (guests, disks) = guests_and_disks(args)?;
     let guest_run = guest_run::configure(
