@@ -7,7 +7,7 @@
 //! [`Bundle::parse`] and gives each partition its files ([`Bundle::guest`]).
 //! `cargo xtask qemu --guest ...` writes one with [`BundleBuilder`].
 //!
-//! # Format, version 1
+//! # Format, version 2
 //!
 //! Every integer is little-endian; every offset counts from the bundle's first byte.
 //!
@@ -16,7 +16,7 @@
 //! | offset | size | field | value |
 //! |---|---|---|---|
 //! | 0 | 8 | magic | `b"TRANSOMB"` ([`MAGIC`]) |
-//! | 8 | 4 | version | 1 ([`VERSION`]) |
+//! | 8 | 4 | version | 2 ([`VERSION`]) |
 //! | 12 | 4 | entry count | the number of entries in the table |
 //! | 16 | 8 | total length | bytes in the whole bundle, header included |
 //! | 24 | 8 | reserved | 0 |
@@ -33,7 +33,14 @@
 //!
 //! The payloads follow the table, in entry order: each starts at a multiple of 8, at or
 //! after the end of the table and of the payload before it, and ends within the total
-//! length. Padding between payloads is written as zeros and never read.
+//! length. Padding between payloads is written as zeros and never read. An entry may
+//! instead share the payload of an earlier entry of its kind, by naming exactly that
+//! entry's offset and length: two partitions booting the same kernel carry it once
+//! (a Linux `Image` is some 30 MiB, which a Pi's firmware reads from the SD card).
+//! The hypervisor copies every payload into its partition's RAM, so a shared payload
+//! is never shared memory between partitions.
+//!
+//! Version 2 added shared payloads; version 1 bundles had none.
 //!
 //! Rules on the entries:
 //!
@@ -58,7 +65,7 @@ use core::fmt;
 pub const MAGIC: [u8; 8] = *b"TRANSOMB";
 
 /// The format version this module reads and writes.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Size of the header.
 pub const HEADER_SIZE: usize = 32;
@@ -302,7 +309,8 @@ pub enum BundleError {
         /// Where the table ends.
         table_end: u64,
     },
-    /// An entry's payload starts before the previous entry's payload ends.
+    /// An entry's payload starts before the previous entry's payload ends, and is
+    /// not an earlier entry's payload of its kind.
     Overlapping {
         /// The entry.
         entry: usize,
@@ -438,7 +446,8 @@ impl fmt::Display for BundleError {
             } => write!(
                 f,
                 "entry {entry}: the payload at {offset:#x} overlaps entry {}'s, which \
-                 ends at {previous_end:#x} (payloads follow one another in entry order)",
+                 ends at {previous_end:#x} (payloads follow one another in entry order, \
+                 or share an earlier entry's of their kind exactly)",
                 entry.saturating_sub(1)
             ),
             BundleError::Duplicate { partition, kind } => {
@@ -514,8 +523,8 @@ impl<'a> Bundle<'a> {
         let mut entries = Vec::with_capacity(header.entry_count as usize);
         let mut free_from = header.table_end();
         for index in 0..header.entry_count as usize {
-            let (entry, end) = read_entry(bundle, index, free_from, header.table_end())?;
-            free_from = end;
+            let (entry, end) = read_entry(bundle, index, free_from, header.table_end(), &entries)?;
+            free_from = free_from.max(end);
             if entries.iter().any(|seen: &Entry<'_>| {
                 seen.partition == entry.partition && seen.kind == entry.kind
             }) {
@@ -618,6 +627,7 @@ fn read_entry<'a>(
     index: usize,
     free_from: u64,
     table_end: u64,
+    earlier: &[Entry<'a>],
 ) -> Result<(Entry<'a>, u64), BundleError> {
     let start = HEADER_SIZE + index * ENTRY_SIZE;
     let raw: &[u8; ENTRY_SIZE] = bundle[start..start + ENTRY_SIZE]
@@ -651,7 +661,15 @@ fn read_entry<'a>(
             table_end,
         });
     }
-    if offset < free_from {
+    // The exact payload of an earlier entry of this kind, which is in bounds.
+    let shares_earlier = || {
+        earlier.iter().any(|seen| {
+            seen.kind == kind
+                && seen.payload.len() as u64 == length
+                && seen.payload.as_ptr() as usize - bundle.as_ptr() as usize == offset as usize
+        })
+    };
+    if offset < free_from && !shares_earlier() {
         return Err(BundleError::Overlapping {
             entry: index,
             offset,
@@ -817,16 +835,31 @@ impl BundleBuilder {
         Ok(())
     }
 
-    /// The bundle's bytes.
+    /// The bundle's bytes. A payload equal to an earlier one of its kind (one
+    /// kernel for two partitions) is written once, and both entries name it.
     pub fn finish(self) -> Vec<u8> {
         let count = self.entries.len();
         let table_end = HEADER_SIZE + count * ENTRY_SIZE;
-        let mut offsets = Vec::with_capacity(count);
+        // Each payload's offset, and whether it is written there (not an earlier
+        // entry's of its kind, which it shares).
+        let mut offsets: Vec<(usize, bool)> = Vec::with_capacity(count);
         let mut cursor = table_end;
-        for (_, _, payload) in &self.entries {
-            let offset = cursor.next_multiple_of(PAYLOAD_ALIGNMENT as usize);
-            offsets.push(offset);
-            cursor = offset + payload.len();
+        for (index, (_, kind, payload)) in self.entries.iter().enumerate() {
+            let shared = self.entries[..index]
+                .iter()
+                .zip(&offsets)
+                .find(|((_, seen_kind, seen), (_, written))| {
+                    *written && seen_kind == kind && !payload.is_empty() && seen == payload
+                })
+                .map(|(_, &(offset, _))| offset);
+            match shared {
+                Some(offset) => offsets.push((offset, false)),
+                None => {
+                    let offset = cursor.next_multiple_of(PAYLOAD_ALIGNMENT as usize);
+                    offsets.push((offset, true));
+                    cursor = offset + payload.len();
+                }
+            }
         }
         let total_length = cursor;
 
@@ -843,12 +876,14 @@ impl BundleBuilder {
             bytes.extend_from_slice(&field);
             bytes.extend_from_slice(&kind.code().to_le_bytes());
             bytes.extend_from_slice(&0u32.to_le_bytes());
-            bytes.extend_from_slice(&(*offset as u64).to_le_bytes());
+            bytes.extend_from_slice(&(offset.0 as u64).to_le_bytes());
             bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
         }
-        for ((_, _, payload), offset) in self.entries.iter().zip(&offsets) {
-            bytes.resize(*offset, 0);
-            bytes.extend_from_slice(payload);
+        for ((_, _, payload), &(offset, written)) in self.entries.iter().zip(&offsets) {
+            if written {
+                bytes.resize(offset, 0);
+                bytes.extend_from_slice(payload);
+            }
         }
         bytes
     }
@@ -958,9 +993,9 @@ mod tests {
     #[test]
     fn the_layout_is_the_documented_one() {
         let bytes = sample();
-        // Header: magic, version 1, 4 entries, total length, reserved 0.
+        // Header: magic, version 2, 4 entries, total length, reserved 0.
         assert_eq!(&bytes[0..8], b"TRANSOMB");
-        assert_eq!(bytes[8..12], 1u32.to_le_bytes());
+        assert_eq!(bytes[8..12], 2u32.to_le_bytes());
         assert_eq!(bytes[12..16], 4u32.to_le_bytes());
         assert_eq!(bytes[16..24], (bytes.len() as u64).to_le_bytes());
         assert_eq!(bytes[24..32], [0; 8]);
@@ -1149,12 +1184,12 @@ mod tests {
         );
 
         let mut bytes = sample();
-        put_u32(&mut bytes, VERSION_OFFSET, 2);
-        let error = Bundle::parse(&bytes).expect_err("version 2");
-        assert_eq!(error, BundleError::UnsupportedVersion { found: 2 });
+        put_u32(&mut bytes, VERSION_OFFSET, 1);
+        let error = Bundle::parse(&bytes).expect_err("version 1");
+        assert_eq!(error, BundleError::UnsupportedVersion { found: 1 });
         assert_eq!(
             error.to_string(),
-            "guest bundle format version 2: this hypervisor reads version 1 only \
+            "guest bundle format version 1: this hypervisor reads version 2 only \
              (rebuild the bundle with this tree's cargo xtask)"
         );
 
@@ -1327,7 +1362,102 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "entry 1: the payload at 0x108 overlaps entry 0's, which ends at 0x10c \
-             (payloads follow one another in entry order)"
+             (payloads follow one another in entry order, or share an earlier entry's of \
+             their kind exactly)"
+        );
+    }
+
+    /// Two partitions with one kernel and one initrd: each payload is written once
+    /// and named by both entries (version 2), and each partition reads its own
+    /// entries' bytes.
+    #[test]
+    fn equal_payloads_are_stored_once() {
+        let kernel = [0x4b_u8; 100];
+        let initrd = [0x49_u8; 20];
+        let mut builder = BundleBuilder::new();
+        for partition in ["linux-a", "linux-b"] {
+            builder.add(partition, EntryKind::Image, &kernel).unwrap();
+            builder.add(partition, EntryKind::Initrd, &initrd).unwrap();
+        }
+        builder
+            .add("linux-b", EntryKind::CommandLine, b"quiet")
+            .unwrap();
+        let bytes = builder.finish();
+        let table_end = HEADER_SIZE + 5 * ENTRY_SIZE;
+        // The kernel, the initrd (8-aligned after it) and the command line.
+        assert_eq!(bytes.len(), table_end + 104 + 24 + 5);
+        let field = |entry: usize, at: usize| {
+            let start = HEADER_SIZE + entry * ENTRY_SIZE + at;
+            u64::from_le_bytes(bytes[start..start + 8].try_into().unwrap())
+        };
+        let (offset, length) = (PAYLOAD_OFFSET_OFFSET, PAYLOAD_LENGTH_OFFSET);
+        assert_eq!(
+            (field(2, offset), field(2, length)),
+            (field(0, offset), 100)
+        );
+        assert_eq!((field(3, offset), field(3, length)), (field(1, offset), 20));
+        let bundle = Bundle::parse(&bytes).expect("a bundle with shared payloads");
+        for partition in ["linux-a", "linux-b"] {
+            let files = bundle.guest(partition).expect("both guests");
+            assert_eq!(files.image, kernel);
+            assert_eq!(files.initrd, Some(&initrd[..]));
+        }
+        // Payloads that differ, or are equal but of another kind, are each written.
+        let mut builder = BundleBuilder::new();
+        builder.add("linux-a", EntryKind::Image, &kernel).unwrap();
+        builder.add("linux-a", EntryKind::Initrd, &kernel).unwrap();
+        builder
+            .add("linux-b", EntryKind::Image, &kernel[1..])
+            .unwrap();
+        let bytes = builder.finish();
+        assert_eq!(bytes.len(), HEADER_SIZE + 3 * ENTRY_SIZE + 104 + 104 + 99);
+    }
+
+    /// Sharing names an earlier payload of the entry's kind exactly; any other
+    /// payload that starts before the previous one ends still overlaps.
+    #[test]
+    fn only_an_exact_earlier_payload_of_its_kind_is_shared() {
+        let kernel = [0x4b_u8; 100];
+        let mut builder = BundleBuilder::new();
+        builder.add("linux-a", EntryKind::Image, &kernel).unwrap();
+        builder.add("linux-a", EntryKind::Initrd, &[1; 16]).unwrap();
+        builder.add("linux-b", EntryKind::Image, &kernel).unwrap();
+        let shared = builder.finish();
+        let image_offset = HEADER_SIZE as u64 + 3 * ENTRY_SIZE as u64;
+        let offset_field = |entry: usize| HEADER_SIZE + entry * ENTRY_SIZE + PAYLOAD_OFFSET_OFFSET;
+        let length_field = |entry: usize| HEADER_SIZE + entry * ENTRY_SIZE + PAYLOAD_LENGTH_OFFSET;
+        Bundle::parse(&shared).expect("entry 2 shares entry 0's payload");
+
+        // Entry 2 names entry 0's offset with another length.
+        let mut bytes = shared.clone();
+        put_u64(&mut bytes, length_field(2), 96);
+        assert_eq!(
+            Bundle::parse(&bytes),
+            Err(BundleError::Overlapping {
+                entry: 2,
+                offset: image_offset,
+                previous_end: image_offset + 104 + 16,
+            })
+        );
+        // Entry 2 starts inside entry 0's payload.
+        let mut bytes = shared.clone();
+        put_u64(&mut bytes, offset_field(2), image_offset + 8);
+        put_u64(&mut bytes, length_field(2), 92);
+        assert!(matches!(
+            Bundle::parse(&bytes),
+            Err(BundleError::Overlapping { entry: 2, .. })
+        ));
+        // Entry 1 (an initrd) names the image's payload: another kind.
+        let mut bytes = shared;
+        put_u64(&mut bytes, offset_field(1), image_offset);
+        put_u64(&mut bytes, length_field(1), 100);
+        assert_eq!(
+            Bundle::parse(&bytes),
+            Err(BundleError::Overlapping {
+                entry: 1,
+                offset: image_offset,
+                previous_end: image_offset + 100,
+            })
         );
     }
 
