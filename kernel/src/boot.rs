@@ -390,6 +390,19 @@ fn start_cpus(tree: &FirmwareTree<'_>, method: SecondaryBoot, mmu: &MmuRegisters
 fn run_selftest(selftest: Option<SelfTest>) {
     match selftest {
         None | Some(SelfTest::Stage2) => {}
+        Some(SelfTest::Log) => {
+            // Some 20 raw bytes a line: the 4 KiB of held frames fill about three
+            // times, and the long line is sent in pieces while frames are held.
+            const LINES: u32 = 600;
+            let long = "0123456789".repeat(30);
+            for line in 0..LINES {
+                defmt::info!("self-test: log line {=u32} of {=u32}", line, LINES);
+                if line == LINES / 2 {
+                    defmt::info!("self-test: a long line: {=str}", long.as_str());
+                }
+            }
+            exit::end_run(Verdict::Pass);
+        }
         Some(SelfTest::Panic) => panic!("deliberate panic (transom.selftest=panic)"),
         Some(SelfTest::Exception) => {
             defmt::info!(

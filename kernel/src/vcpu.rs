@@ -186,6 +186,8 @@ struct Assignment {
     entry: u64,
     x0: u64,
     x1: u64,
+    /// Whether the boot CPU waits for this vCPU's first entry ([`launch`]).
+    announce: bool,
 }
 
 static PARTITIONS: Once<Vec<Partition>> = Once::new();
@@ -240,9 +242,25 @@ pub fn launch(partitions: Vec<Partition>, starts: &[Start]) -> Verdict {
                 entry: start.entry,
                 x0: start.x0,
                 x1: start.x1,
+                announce: true,
             },
         );
     }
+    // The boot log, held until now (`log`), goes out once every started partition
+    // has entered its guest or stopped. Sending it is over 50 ms of UART time at
+    // 115,200 baud, and the logger is taken for each frame sent: a partition's CPU
+    // that logged on its way in would wait for the UART. Each vCPU 0 wakes this
+    // CPU as it enters (`run`), and a partition that stops wakes it too. Nothing on
+    // that way waits, so the wait ends; a fault on it ends the run, which sends
+    // the log.
+    while !starts.iter().all(|start| {
+        let partition = &partitions[start.partition];
+        psci::Partition::state(partition, 0) != VcpuState::OnPending
+            || partition.stopped.load(Ordering::Acquire)
+    }) {
+        idle();
+    }
+    crate::log::release_boot_log();
     loop {
         let started = starts.iter().map(|start| &partitions[start.partition]);
         if started
@@ -361,6 +379,9 @@ fn run(assignment: Assignment) {
         crate::vgic::enter();
     }
     partition.set_state(vcpu.index, VcpuState::On);
+    if assignment.announce {
+        wake(0);
+    }
     if before_entry(&vcpu).is_continue() {
         guest::run(&mut context, |context, kind| {
             handle_exit(&vcpu, kind, context)
@@ -729,6 +750,7 @@ fn power_state_change(vcpu: &Vcpu, action: Action, context: &mut GuestContext) -
                     entry,
                     x0: context_id,
                     x1: 0,
+                    announce: false,
                 },
             );
             defmt::info!(

@@ -95,6 +95,48 @@ fn deliberate_panic_gives_the_panic_verdict_and_its_message() {
     assert_ne!(Verdict::Panic.exit_code(), Verdict::TestFailure.exit_code());
 }
 
+/// The boot log is held until the launch and sent afterwards (`kernel/src/log.rs`):
+/// frames past what it holds, and a frame longer than its raw buffer, still reach
+/// the host, every one, in the order they were logged.
+#[test]
+fn the_held_boot_log_loses_and_reorders_nothing() {
+    let outcome = boot(
+        BoardName::QemuVirt,
+        GicVersion::V3,
+        Some(1),
+        &["transom.selftest=log"],
+    );
+    let transcript = outcome.transcript();
+    assert_eq!(
+        outcome.ending,
+        Ending::Verdict(Verdict::Pass),
+        "{transcript}"
+    );
+    let long = "0123456789".repeat(30);
+    let mut expected: Vec<String> = Vec::new();
+    for line in 0..600 {
+        expected.push(format!("self-test: log line {line} of 600"));
+        if line == 300 {
+            expected.push(format!("self-test: a long line: {long}"));
+        }
+    }
+    let logged: Vec<&str> = outcome
+        .lines()
+        .map(|line| line.message.as_str())
+        .filter(|message| message.starts_with("self-test: "))
+        .collect();
+    assert_eq!(logged, expected, "{transcript}");
+    // No frame was cut or garbled on the way.
+    assert!(
+        outcome
+            .events
+            .iter()
+            .all(|event| matches!(event, xtask::log_decode::LogEvent::Line(_))),
+        "{transcript}"
+    );
+    assert!(outcome.logged("run ended: pass"), "{transcript}");
+}
+
 #[test]
 fn unmapped_access_is_decoded_and_gives_the_exception_verdict() {
     let outcome = boot(

@@ -37,6 +37,10 @@ pub enum SelfTest {
     /// A minimal EL1 program run through each partition's stage 2: its RAM, its
     /// direct windows, a trapped window and the hypervisor's memory.
     Stage2,
+    /// Numbered log lines, more than the boot log holds before the launch, and
+    /// one line longer than a frame's buffer, then the pass verdict: every line
+    /// must reach the host, in order.
+    Log,
 }
 
 /// The parsed options.
@@ -100,6 +104,7 @@ fn parse_selftest(value: &str) -> Option<SelfTest> {
         "panic" => Some(SelfTest::Panic),
         "exception" => Some(SelfTest::Exception),
         "stage2" => Some(SelfTest::Stage2),
+        "log" => Some(SelfTest::Log),
         _ => None,
     }
 }
@@ -136,6 +141,7 @@ mod tests {
         let options = parse("transom.granule=64k transom.selftest=stage2");
         assert_eq!(options.granule, Some(Granule::Size64KiB));
         assert_eq!(options.selftest, Some(SelfTest::Stage2));
+        assert_eq!(parse("transom.selftest=log").selftest, Some(SelfTest::Log));
         assert_eq!(
             parse("transom.granule=16k").granule,
             Some(Granule::Size16KiB)
