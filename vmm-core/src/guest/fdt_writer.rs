@@ -12,10 +12,12 @@
 //!   where a byte buffer takes four byte stores per cell);
 //! - unit addresses and numbers in node names are written as digits in place,
 //!   without `core::fmt`;
-//! - property names (a guest tree uses 26) are deduplicated through a small hash
-//!   table. Names are `&'static str`, so a name met again at the same address is
-//!   found without comparing bytes; one with the same text elsewhere is found by
-//!   its text.
+//! - the property names a guest tree uses are [`names`]: checked against 2.2.4.1
+//!   when the crate is compiled, each is an index into the writer's table of
+//!   where it lies in the strings block, added there the first time it is used.
+//!   Any other name (a `&'static str`) is checked when first used and deduplicated
+//!   through a small hash table: met again at the same address it is found without
+//!   comparing bytes, with the same text elsewhere by its text.
 //!
 //! The blob it writes, front to back (5.1; each block where 5.6 aligns it):
 //!
@@ -287,6 +289,157 @@ fn copy_name(out: &mut [u8], name: &[u8], class: u8) -> bool {
     true
 }
 
+/// A property name, as every `property_*` method of [`FdtWriter`] takes it: one of
+/// [`names`], or any `&'static str` (checked against 2.2.4.1 when first used).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PropertyName(NameRepr);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NameRepr {
+    /// The index of a name in [`KNOWN_NAMES`].
+    Known(u8),
+    /// Any other name.
+    Text(&'static str),
+}
+
+impl PropertyName {
+    const fn known(index: KnownName) -> PropertyName {
+        PropertyName(NameRepr::Known(index as u8))
+    }
+
+    /// The name's text.
+    pub fn as_str(&self) -> &'static str {
+        match self.0 {
+            NameRepr::Known(index) => KNOWN_NAMES[usize::from(index)],
+            NameRepr::Text(text) => text,
+        }
+    }
+}
+
+impl From<&'static str> for PropertyName {
+    fn from(text: &'static str) -> PropertyName {
+        PropertyName(NameRepr::Text(text))
+    }
+}
+
+/// Declares the known property names: [`KnownName`] numbers them, [`KNOWN_NAMES`]
+/// holds their text, and [`names`] has a [`PropertyName`] constant for each.
+macro_rules! known_names {
+    ($($(#[$doc:meta])* $name:ident = $text:literal,)*) => {
+        /// The index of each known name; each variant is named as its constant in
+        /// [`names`].
+        #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+        #[derive(Clone, Copy)]
+        #[repr(u8)]
+        enum KnownName {
+            $($name,)*
+        }
+
+        /// The text of each known name, by [`KnownName`].
+        const KNOWN_NAMES: &[&str] = &[$($text,)*];
+
+        /// The property names guest trees use, checked against the Devicetree
+        /// Specification's rules (2.2.4.1) when the crate is compiled. The writer
+        /// finds each by its index, without hashing or comparing it.
+        pub mod names {
+            use super::{KnownName, PropertyName};
+            $(
+                $(#[$doc])*
+                #[doc = concat!("`", $text, "`")]
+                pub const $name: PropertyName = PropertyName::known(KnownName::$name);
+            )*
+        }
+    };
+}
+
+known_names! {
+    ADDRESS_CELLS = "#address-cells",
+    SIZE_CELLS = "#size-cells",
+    INTERRUPT_CELLS = "#interrupt-cells",
+    CLOCK_CELLS = "#clock-cells",
+    REDISTRIBUTOR_REGIONS = "#redistributor-regions",
+    COMPATIBLE = "compatible",
+    MODEL = "model",
+    REG = "reg",
+    RANGES = "ranges",
+    DEVICE_TYPE = "device_type",
+    INTERRUPT_PARENT = "interrupt-parent",
+    INTERRUPT_CONTROLLER = "interrupt-controller",
+    INTERRUPTS = "interrupts",
+    PHANDLE = "phandle",
+    BOOTARGS = "bootargs",
+    STDOUT_PATH = "stdout-path",
+    SERIAL0 = "serial0",
+    INITRD_START = "linux,initrd-start",
+    INITRD_END = "linux,initrd-end",
+    NO_MAP = "no-map",
+    ENABLE_METHOD = "enable-method",
+    METHOD = "method",
+    ALWAYS_ON = "always-on",
+    CLOCKS = "clocks",
+    CLOCK_NAMES = "clock-names",
+    CLOCK_FREQUENCY = "clock-frequency",
+}
+
+/// How many names are known.
+const KNOWN_COUNT: usize = KNOWN_NAMES.len();
+
+/// Whether `name` is a property name by 2.2.4.1: 1 to 31 characters of table 2.2.
+const fn is_property_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() > MAX_NAME_LEN {
+        return false;
+    }
+    let classes = name_chars();
+    let mut index = 0;
+    while index < bytes.len() {
+        if classes[bytes[index] as usize] & PROPERTY_NAME_CHAR == 0 {
+            return false;
+        }
+        index += 1;
+    }
+    true
+}
+
+const fn same_text(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut index = 0;
+    while index < a.len() {
+        if a[index] != b[index] {
+            return false;
+        }
+        index += 1;
+    }
+    true
+}
+
+// Every known name is valid and listed once, so the writer adds them unchecked.
+const _: () = {
+    assert!(KNOWN_COUNT < u8::MAX as usize);
+    let mut index = 0;
+    while index < KNOWN_COUNT {
+        assert!(
+            is_property_name(KNOWN_NAMES[index]),
+            "a known property name breaks 2.2.4.1"
+        );
+        let mut other = index + 1;
+        while other < KNOWN_COUNT {
+            assert!(
+                !same_text(KNOWN_NAMES[index], KNOWN_NAMES[other]),
+                "a known property name is listed twice"
+            );
+            other += 1;
+        }
+        index += 1;
+    }
+};
+
+/// Where a known name lies in the strings block, before it is added.
+const NOT_ADDED: u32 = u32::MAX;
+
 /// A property name in the strings block, as [`Strings`] records it.
 #[derive(Clone, Copy)]
 struct NameEntry {
@@ -303,6 +456,8 @@ struct NameEntry {
 /// The strings block (5.5) being written, each property name once.
 struct Strings {
     bytes: Vec<u8>,
+    /// Where each known name lies in `bytes`, or [`NOT_ADDED`].
+    known: [u32; KNOWN_COUNT],
     /// The names in `bytes`, found by [`name_slot`] with linear probing: 0 for an
     /// empty slot, else one more than the index in `entries`.
     slots: [u8; NAME_SLOTS],
@@ -327,6 +482,7 @@ impl Strings {
     fn new() -> Strings {
         Strings {
             bytes: Vec::with_capacity(STRINGS_CAPACITY),
+            known: [NOT_ADDED; KNOWN_COUNT],
             slots: [0; NAME_SLOTS],
             entries: Vec::with_capacity(MAX_RECORDED_NAMES),
         }
@@ -334,11 +490,34 @@ impl Strings {
 
     /// Where `name` lies in the strings block, adding it if it is not there yet.
     #[inline]
-    fn offset_of(&mut self, name: &'static str) -> Result<u32, Error> {
-        match self.find_by_address(name) {
-            Some(offset) => Ok(offset),
-            None => self.find_by_text_or_add(name),
+    fn offset_of(&mut self, name: PropertyName) -> Result<u32, Error> {
+        match name.0 {
+            NameRepr::Known(index) => Ok(self.known_offset(usize::from(index))),
+            NameRepr::Text(text) => match self.find_by_address(text) {
+                Some(offset) => Ok(offset),
+                None => self.find_by_text_or_add(text),
+            },
         }
+    }
+
+    /// Where the known name `index` lies, adding it the first time: it was
+    /// checked when the crate was compiled.
+    #[inline]
+    fn known_offset(&mut self, index: usize) -> u32 {
+        let offset = self.known[index];
+        if offset != NOT_ADDED {
+            return offset;
+        }
+        self.add_known(index)
+    }
+
+    #[inline(never)]
+    fn add_known(&mut self, index: usize) -> u32 {
+        let offset = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(KNOWN_NAMES[index].as_bytes());
+        self.bytes.push(0);
+        self.known[index] = offset;
+        offset
     }
 
     /// Where the table has `name` under the same address: the lookup every
@@ -365,6 +544,10 @@ impl Strings {
     #[cold]
     #[inline(never)]
     fn find_by_text_or_add(&mut self, name: &'static str) -> Result<u32, Error> {
+        // A known name's text goes where the known name does: each name once.
+        if let Some(index) = KNOWN_NAMES.iter().position(|known| *known == name) {
+            return Ok(self.known_offset(index));
+        }
         let bytes = name.as_bytes();
         let mut slot = name_slot(bytes);
         while let Some(index) = usize::from(self.slots[slot]).checked_sub(1) {
@@ -584,40 +767,48 @@ impl FdtWriter {
     }
 
     /// A property of the innermost open node with the raw `value`.
-    pub fn property(&mut self, name: &'static str, value: &[u8]) -> Result<(), Error> {
-        self.property_header(name, value.len())?;
+    pub fn property(&mut self, name: impl Into<PropertyName>, value: &[u8]) -> Result<(), Error> {
+        self.property_header(name.into(), value.len())?;
         self.append_bytes(value.len()).copy_from_slice(value);
         Ok(())
     }
 
     /// An empty property (2.2.4.2 `<empty>`), a true boolean.
-    pub fn property_null(&mut self, name: &'static str) -> Result<(), Error> {
-        self.property_header(name, 0)
+    pub fn property_null(&mut self, name: impl Into<PropertyName>) -> Result<(), Error> {
+        self.property_header(name.into(), 0)
     }
 
     /// A one-cell property (2.2.4.2 `<u32>`), big-endian.
-    pub fn property_u32(&mut self, name: &'static str, value: u32) -> Result<(), Error> {
-        self.property_header(name, size_of::<u32>())?;
+    pub fn property_u32(&mut self, name: impl Into<PropertyName>, value: u32) -> Result<(), Error> {
+        self.property_header(name.into(), size_of::<u32>())?;
         self.words.push(cell(value));
         Ok(())
     }
 
     /// A two-cell property (2.2.4.2 `<u64>`), big-endian.
-    pub fn property_u64(&mut self, name: &'static str, value: u64) -> Result<(), Error> {
-        self.property_array_u64(name, &[value])
+    pub fn property_u64(&mut self, name: impl Into<PropertyName>, value: u64) -> Result<(), Error> {
+        self.property_array_u64(name.into(), &[value])
     }
 
     /// A property of cells (2.2.4.2 `<prop-encoded-array>`), each big-endian.
-    pub fn property_array_u32(&mut self, name: &'static str, cells: &[u32]) -> Result<(), Error> {
-        self.property_header(name, size_of_val(cells))?;
+    pub fn property_array_u32(
+        &mut self,
+        name: impl Into<PropertyName>,
+        cells: &[u32],
+    ) -> Result<(), Error> {
+        self.property_header(name.into(), size_of_val(cells))?;
         self.words.extend(cells.iter().map(|&value| cell(value)));
         Ok(())
     }
 
     /// A property of 64-bit values, each as two big-endian cells, the high one first
     /// (2-cell addresses and sizes).
-    pub fn property_array_u64(&mut self, name: &'static str, values: &[u64]) -> Result<(), Error> {
-        self.property_header(name, size_of_val(values))?;
+    pub fn property_array_u64(
+        &mut self,
+        name: impl Into<PropertyName>,
+        values: &[u64],
+    ) -> Result<(), Error> {
+        self.property_header(name.into(), size_of_val(values))?;
         for &value in values {
             self.words.push(cell((value >> 32) as u32));
             self.words.push(cell(value as u32));
@@ -629,12 +820,12 @@ impl FdtWriter {
     /// them first.
     pub fn property_cells(
         &mut self,
-        name: &'static str,
+        name: impl Into<PropertyName>,
         cells: impl IntoIterator<Item = u32>,
     ) -> Result<(), Error> {
         // `len` is the second word of the property's header.
         let len_index = self.words.len() + 1;
-        self.property_header(name, 0)?;
+        self.property_header(name.into(), 0)?;
         let start = self.words.len();
         self.words.extend(cells.into_iter().map(cell));
         let len = (self.words.len() - start) * WORD;
@@ -644,9 +835,13 @@ impl FdtWriter {
     }
 
     /// A string property (2.2.4.2 `<string>`): `value` and its NUL.
-    pub fn property_string(&mut self, name: &'static str, value: &str) -> Result<(), Error> {
+    pub fn property_string(
+        &mut self,
+        name: impl Into<PropertyName>,
+        value: &str,
+    ) -> Result<(), Error> {
         let start = self.words.len();
-        self.property_header(name, value.len() + 1)?;
+        self.property_header(name.into(), value.len() + 1)?;
         let out = self.append_string(value.len());
         if !copy_string(out, value) {
             return Err(self.nul_in_string(start));
@@ -658,12 +853,12 @@ impl FdtWriter {
     /// (`"/" + node name`), without building it first.
     pub fn property_string_concat(
         &mut self,
-        name: &'static str,
+        name: impl Into<PropertyName>,
         parts: &[&str],
     ) -> Result<(), Error> {
         let len = parts.iter().map(|part| part.len()).sum::<usize>();
         let start = self.words.len();
-        self.property_header(name, len + 1)?;
+        self.property_header(name.into(), len + 1)?;
         let mut out = self.append_string(len);
         for part in parts {
             let (written, rest) = out.split_at_mut(part.len());
@@ -680,7 +875,7 @@ impl FdtWriter {
     /// [`FdtWriter::begin_node_at`] names it (2.2.3).
     pub fn property_path_at(
         &mut self,
-        name: &'static str,
+        name: impl Into<PropertyName>,
         node_name: &str,
         unit_address: u64,
     ) -> Result<(), Error> {
@@ -688,7 +883,7 @@ impl FdtWriter {
         let digits = hex_digits(unit_address, &mut digits);
         let len = 1 + node_name.len() + 1 + digits.len();
         let start = self.words.len();
-        self.property_header(name, len + 1)?;
+        self.property_header(name.into(), len + 1)?;
         let out = self.append_string(len);
         let (root, rest) = out.split_at_mut(1);
         root[0] = b'/';
@@ -705,12 +900,12 @@ impl FdtWriter {
     /// NUL.
     pub fn property_string_list(
         &mut self,
-        name: &'static str,
+        name: impl Into<PropertyName>,
         values: &[&str],
     ) -> Result<(), Error> {
         let len = values.iter().map(|value| value.len() + 1).sum();
         let start = self.words.len();
-        self.property_header(name, len)?;
+        self.property_header(name.into(), len)?;
         let mut out = self.append_bytes(len);
         for value in values {
             // The last byte, the NUL, is already zero.
@@ -729,7 +924,7 @@ impl FdtWriter {
         if given {
             return Err(Error::DuplicatePhandle { phandle });
         }
-        self.property_u32("phandle", phandle)?;
+        self.property_u32(names::PHANDLE, phandle)?;
         if let Err(phandle) = self.phandles.push(phandle) {
             self.more_phandles.push(phandle);
         }
@@ -781,7 +976,7 @@ impl FdtWriter {
 
     /// Writes an `FDT_PROP` token, the value's `len` and the name's offset `nameoff`
     /// (5.4.1), once the property may come here.
-    fn property_header(&mut self, name: &'static str, len: usize) -> Result<(), Error> {
+    fn property_header(&mut self, name: PropertyName, len: usize) -> Result<(), Error> {
         if self.depth == 0 || self.child_written || len > u32::MAX as usize {
             return Err(self.misplaced_property(len));
         }
@@ -1150,6 +1345,69 @@ mod tests {
             })
             .count();
         assert_eq!(compatibles, 7);
+    }
+
+    /// A known name ([`names`]) writes what its text does, byte for byte, and the
+    /// two share one entry of the strings block: a tree may mix them.
+    #[test]
+    fn known_names_write_what_their_text_does() {
+        let write = |known: bool| {
+            let pick = |name: PropertyName| {
+                if known {
+                    name
+                } else {
+                    PropertyName::from(name.as_str())
+                }
+            };
+            let mut fdt = FdtWriter::new(0);
+            let root = fdt.begin_node("").expect("root");
+            fdt.property_u32(pick(names::ADDRESS_CELLS), 2)
+                .expect("cells");
+            fdt.property_string(pick(names::COMPATIBLE), "a")
+                .expect("compatible");
+            let node = fdt.begin_node_at("node", 1).expect("node");
+            fdt.property_array_u64(pick(names::REG), &[1, 2])
+                .expect("reg");
+            fdt.property_string(pick(names::COMPATIBLE), "b")
+                .expect("again");
+            fdt.property_phandle(7).expect("phandle");
+            fdt.end_node(node).expect("end");
+            fdt.end_node(root).expect("end");
+            fdt.finish().expect("finish")
+        };
+        let known = write(true);
+        assert_eq!(*known, *write(false));
+        let strings = &known[header(&known, 3)..];
+        assert_eq!(strings, b"#address-cells\0compatible\0reg\0phandle\0");
+
+        // Mixed: the text first, then the known name, then the text again.
+        let mut fdt = FdtWriter::new(0);
+        let root = fdt.begin_node("").expect("root");
+        fdt.property_null("interrupt-controller").expect("text");
+        let node = fdt.begin_node_at("node", 1).expect("node");
+        fdt.property_null(names::INTERRUPT_CONTROLLER)
+            .expect("known");
+        fdt.property_null("interrupt-controller")
+            .expect("text again");
+        fdt.end_node(node).expect("end");
+        fdt.end_node(root).expect("end");
+        let blob = fdt.finish().expect("finish");
+        assert_eq!(&blob[header(&blob, 3)..], b"interrupt-controller\0");
+    }
+
+    /// Every known name is a valid property name by 2.2.4.1 (also checked when the
+    /// crate is compiled) and the writer's run-time check agrees.
+    #[test]
+    fn known_names_pass_the_run_time_check() {
+        for &name in KNOWN_NAMES {
+            assert!(is_property_name(name), "{name}");
+            Strings::new()
+                .add(name.as_bytes(), 0)
+                .expect("the run-time check passes it");
+        }
+        assert!(!is_property_name(""));
+        assert!(!is_property_name("a b"));
+        assert!(!is_property_name("0123456789012345678901234567890x"));
     }
 
     /// More distinct names than the table records: those past it are still

@@ -33,7 +33,7 @@ use core::fmt;
 
 use transom_boards::{DeviceKind, IntId, PhysRange};
 
-use super::fdt_writer::{self, Blob, FdtWriter};
+use super::fdt_writer::{self, Blob, FdtWriter, names};
 
 /// The GIC node's phandle: the root's `interrupt-parent`.
 const GIC_PHANDLE: u32 = 1;
@@ -833,11 +833,11 @@ type WriteResult = Result<(), fdt_writer::Error>;
 /// The root's properties (Devicetree Specification v0.4, 3.2): 64-bit addresses and
 /// sizes, the GIC as every node's interrupt parent.
 fn create_root_properties(fdt: &mut FdtWriter, partition: &str) -> WriteResult {
-    fdt.property_u32("#address-cells", 2)?;
-    fdt.property_u32("#size-cells", 2)?;
-    fdt.property_string("compatible", "transom,partition")?;
-    fdt.property_string_concat("model", &["transom partition ", partition])?;
-    fdt.property_u32("interrupt-parent", GIC_PHANDLE)
+    fdt.property_u32(names::ADDRESS_CELLS, 2)?;
+    fdt.property_u32(names::SIZE_CELLS, 2)?;
+    fdt.property_string(names::COMPATIBLE, "transom,partition")?;
+    fdt.property_string_concat(names::MODEL, &["transom partition ", partition])?;
+    fdt.property_u32(names::INTERRUPT_PARENT, GIC_PHANDLE)
 }
 
 /// `/chosen` (Devicetree Specification v0.4, 3.6; `linux,initrd-*` as
@@ -848,20 +848,24 @@ fn create_chosen_node(
     stdout: Option<&DeviceNode<'_>>,
 ) -> WriteResult {
     let chosen = fdt.begin_node("chosen")?;
-    fdt.property_string("bootargs", tree.bootargs)?;
+    fdt.property_string(names::BOOTARGS, tree.bootargs)?;
     if let Some(node) = stdout {
-        fdt.property_path_at("stdout-path", &node.generic_name, node.device.reg.start)?;
+        fdt.property_path_at(
+            names::STDOUT_PATH,
+            &node.generic_name,
+            node.device.reg.start,
+        )?;
     }
     if let Some(initrd) = tree.initrd {
-        fdt.property_u64("linux,initrd-start", initrd.start)?;
-        fdt.property_u64("linux,initrd-end", initrd.end)?;
+        fdt.property_u64(names::INITRD_START, initrd.start)?;
+        fdt.property_u64(names::INITRD_END, initrd.end)?;
     }
     fdt.end_node(chosen)?;
     // Linux numbers a UART by its `serialN` alias (`of_alias_get_id`), so with
     // several PL011s the console is ttyAMA0 whatever its address.
     if let Some(node) = stdout {
         let aliases = fdt.begin_node("aliases")?;
-        fdt.property_path_at("serial0", &node.generic_name, node.device.reg.start)?;
+        fdt.property_path_at(names::SERIAL0, &node.generic_name, node.device.reg.start)?;
         fdt.end_node(aliases)?;
     }
     Ok(())
@@ -871,8 +875,8 @@ fn create_chosen_node(
 fn create_memory_nodes(fdt: &mut FdtWriter, memory: &[PhysRange]) -> WriteResult {
     for piece in memory {
         let node = fdt.begin_node_at("memory", piece.start)?;
-        fdt.property_string("device_type", "memory")?;
-        fdt.property_array_u64("reg", &[piece.start, piece.size()])?;
+        fdt.property_string(names::DEVICE_TYPE, "memory")?;
+        fdt.property_array_u64(names::REG, &[piece.start, piece.size()])?;
         fdt.end_node(node)?;
     }
     Ok(())
@@ -885,13 +889,13 @@ fn create_reserved_memory_node(fdt: &mut FdtWriter, reserved: &[PhysRange]) -> W
         return Ok(());
     }
     let parent = fdt.begin_node("reserved-memory")?;
-    fdt.property_u32("#address-cells", 2)?;
-    fdt.property_u32("#size-cells", 2)?;
-    fdt.property_null("ranges")?;
+    fdt.property_u32(names::ADDRESS_CELLS, 2)?;
+    fdt.property_u32(names::SIZE_CELLS, 2)?;
+    fdt.property_null(names::RANGES)?;
     for range in reserved {
         let child = fdt.begin_node_at("reserved", range.start)?;
-        fdt.property_array_u64("reg", &[range.start, range.size()])?;
-        fdt.property_null("no-map")?;
+        fdt.property_array_u64(names::REG, &[range.start, range.size()])?;
+        fdt.property_null(names::NO_MAP)?;
         fdt.end_node(child)?;
     }
     fdt.end_node(parent)
@@ -900,19 +904,19 @@ fn create_reserved_memory_node(fdt: &mut FdtWriter, reserved: &[PhysRange]) -> W
 /// `/cpus` and a `cpu@<affinity>` per vCPU, started through PSCI (`arm/cpus.yaml`).
 fn create_cpus_node(fdt: &mut FdtWriter, cpus: &CpuPlan<'_>) -> WriteResult {
     let parent = fdt.begin_node("cpus")?;
-    fdt.property_u32("#address-cells", cpus.address_cells)?;
-    fdt.property_u32("#size-cells", 0)?;
+    fdt.property_u32(names::ADDRESS_CELLS, cpus.address_cells)?;
+    fdt.property_u32(names::SIZE_CELLS, 0)?;
     for affinity in cpus.affinities() {
         let cpu = fdt.begin_node_at("cpu", affinity)?;
-        fdt.property_string("device_type", "cpu")?;
-        fdt.property_string("compatible", "arm,armv8")?;
+        fdt.property_string(names::DEVICE_TYPE, "cpu")?;
+        fdt.property_string(names::COMPATIBLE, "arm,armv8")?;
         if cpus.address_cells == 2 {
-            fdt.property_u64("reg", affinity)?;
+            fdt.property_u64(names::REG, affinity)?;
         } else {
             let affinity = u32::try_from(affinity).expect("one cell holds every affinity");
-            fdt.property_u32("reg", affinity)?;
+            fdt.property_u32(names::REG, affinity)?;
         }
-        fdt.property_string("enable-method", "psci")?;
+        fdt.property_string(names::ENABLE_METHOD, "psci")?;
         fdt.end_node(cpu)?;
     }
     fdt.end_node(parent)
@@ -921,8 +925,8 @@ fn create_cpus_node(fdt: &mut FdtWriter, cpus: &CpuPlan<'_>) -> WriteResult {
 /// `/psci`: PSCI 1.0 through `HVC`, served by Transom (`arm/psci.yaml`).
 fn create_psci_node(fdt: &mut FdtWriter) -> WriteResult {
     let psci = fdt.begin_node("psci")?;
-    fdt.property_string_list("compatible", &["arm,psci-1.0", "arm,psci-0.2"])?;
-    fdt.property_string("method", "hvc")?;
+    fdt.property_string_list(names::COMPATIBLE, &["arm,psci-1.0", "arm,psci-0.2"])?;
+    fdt.property_string(names::METHOD, "hvc")?;
     fdt.end_node(psci)
 }
 
@@ -941,14 +945,14 @@ fn create_gic_node(fdt: &mut FdtWriter, gic: &GuestGic) -> WriteResult {
     };
     let node = fdt.begin_node_at("intc", distributor.start)?;
     match gic {
-        GuestGic::V2 { .. } => fdt.property_string("compatible", "arm,cortex-a15-gic")?,
+        GuestGic::V2 { .. } => fdt.property_string(names::COMPATIBLE, "arm,cortex-a15-gic")?,
         GuestGic::V3 { .. } => {
-            fdt.property_string("compatible", "arm,gic-v3")?;
-            fdt.property_u32("#redistributor-regions", 1)?;
+            fdt.property_string(names::COMPATIBLE, "arm,gic-v3")?;
+            fdt.property_u32(names::REDISTRIBUTOR_REGIONS, 1)?;
         }
     }
     fdt.property_array_u64(
-        "reg",
+        names::REG,
         &[
             distributor.start,
             distributor.size(),
@@ -956,11 +960,11 @@ fn create_gic_node(fdt: &mut FdtWriter, gic: &GuestGic) -> WriteResult {
             second_frame.size(),
         ],
     )?;
-    fdt.property_null("interrupt-controller")?;
-    fdt.property_u32("#interrupt-cells", 3)?;
+    fdt.property_null(names::INTERRUPT_CONTROLLER)?;
+    fdt.property_u32(names::INTERRUPT_CELLS, 3)?;
     // No child nodes (no ITS, no v2m frame), and no `interrupt-map` parent needs a
     // unit address: 0 cells, as dtc's `interrupt_provider` check asks.
-    fdt.property_u32("#address-cells", 0)?;
+    fdt.property_u32(names::ADDRESS_CELLS, 0)?;
     fdt.property_phandle(GIC_PHANDLE)?;
     fdt.end_node(node)
 }
@@ -968,9 +972,9 @@ fn create_gic_node(fdt: &mut FdtWriter, gic: &GuestGic) -> WriteResult {
 /// `/timer` (`timer/arm,arch_timer.yaml`).
 fn create_timer_node(fdt: &mut FdtWriter, interrupts: &[u32]) -> WriteResult {
     let timer = fdt.begin_node("timer")?;
-    fdt.property_string("compatible", "arm,armv8-timer")?;
-    fdt.property_array_u32("interrupts", interrupts)?;
-    fdt.property_null("always-on")?;
+    fdt.property_string(names::COMPATIBLE, "arm,armv8-timer")?;
+    fdt.property_array_u32(names::INTERRUPTS, interrupts)?;
+    fdt.property_null(names::ALWAYS_ON)?;
     fdt.end_node(timer)
 }
 
@@ -978,9 +982,9 @@ fn create_timer_node(fdt: &mut FdtWriter, interrupts: &[u32]) -> WriteResult {
 fn create_clock_nodes(fdt: &mut FdtWriter, clocks: &FixedClocks) -> WriteResult {
     for (hz, phandle) in clocks.iter() {
         let clock = fdt.begin_node_numbered("clock", hz.into())?;
-        fdt.property_string("compatible", "fixed-clock")?;
-        fdt.property_u32("#clock-cells", 0)?;
-        fdt.property_u32("clock-frequency", hz)?;
+        fdt.property_string(names::COMPATIBLE, "fixed-clock")?;
+        fdt.property_u32(names::CLOCK_CELLS, 0)?;
+        fdt.property_u32(names::CLOCK_FREQUENCY, hz)?;
         fdt.property_phandle(phandle)?;
         fdt.end_node(clock)?;
     }
@@ -995,11 +999,11 @@ fn create_device_node(
 ) -> WriteResult {
     let reg = node.device.reg;
     let device = fdt.begin_node_at(&node.generic_name, reg.start)?;
-    fdt.property_string_list("compatible", node.compatible)?;
-    fdt.property_array_u64("reg", &[reg.start, reg.size()])?;
+    fdt.property_string_list(names::COMPATIBLE, node.compatible)?;
+    fdt.property_array_u64(names::REG, &[reg.start, reg.size()])?;
     if !node.device.interrupts.is_empty() {
         let cells = device_interrupt_cells(node.device, ppi_cpu_mask);
-        fdt.property_cells("interrupts", cells)?;
+        fdt.property_cells(names::INTERRUPTS, cells)?;
     }
     match &node.clocks {
         ClockWiring::None => {}
@@ -1008,12 +1012,12 @@ fn create_device_node(
             count,
             names,
         } => {
-            fdt.property_array_u32("clocks", &phandles[..*count])?;
+            fdt.property_array_u32(names::CLOCKS, &phandles[..*count])?;
             if !names.is_empty() {
-                fdt.property_string_list("clock-names", names)?;
+                fdt.property_string_list(names::CLOCK_NAMES, names)?;
             }
         }
-        ClockWiring::Frequency(hz) => fdt.property_u32("clock-frequency", *hz)?,
+        ClockWiring::Frequency(hz) => fdt.property_u32(names::CLOCK_FREQUENCY, *hz)?,
     }
     fdt.end_node(device)
 }
