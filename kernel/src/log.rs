@@ -279,6 +279,11 @@ fn send_oldest_held(state: &mut State) -> bool {
         held_len,
         ..
     } = state;
+    if *held_start > *held_len {
+        // A log call that re-entered this one (an exception while sending) sent
+        // everything and started again from the front.
+        *held_start = 0;
+    }
     let Some(frame) = held.get(*held_start..*held_len) else {
         return false;
     };
