@@ -1,6 +1,7 @@
 //! The test guest (`tests/guests/probe`) in linux-a and linux-b at once on QEMU
 //! `virt` with 4 CPUs and the width probe on (`transom.width-probe`), with a GICv3
-//! and with a GICv2. The same position-independent image runs in both partitions
+//! and with a GICv2; and in the Pi 4 table's gpio-guest on QEMU `raspi4b`, whose
+//! GIC-400 the guest's CPU interface runs on through GICV. The same position-independent image runs in both partitions
 //! (RAM at 0x5000_0000 and 0x6000_0000); each reads its windows from its device
 //! tree and prints one line per check on its console: linux-a on its own UART1
 //! (captured as QEMU's second serial), linux-b on the hypervisor's virtual PL011
@@ -21,6 +22,7 @@ use transom_vmm_core::guest::bundle::{BundleBuilder, EntryKind};
 use transom_vmm_core::verdict::Verdict;
 use xtask::boards::BoardName;
 use xtask::guest_run::{RunFiles, virtual_uart_prefix};
+use xtask::image;
 use xtask::run::{Echo, Outcome};
 
 /// One partition and what its guest must report.
@@ -342,4 +344,84 @@ fn test_guests_on_gicv3() {
 #[test]
 fn test_guests_on_gicv2() {
     check(GicVersion::V2, "test-guests-v2");
+}
+
+/// The Pi 4 table's gpio-guest on QEMU `raspi4b` (four Cortex-A72, GIC-400 with its
+/// virtualization extensions): the GIC-400's distributor emulated and the guest's
+/// CPU interface on its GICV frame, as on the board. The guest has no virtio-mmio
+/// transport, width probe, neighbour or UART of its own (its console is the
+/// virtual PL011 at the hypervisor's console, uart0 at 0xfe20_1000, BCM2711
+/// peripherals 2.1), so only the checks that need none of them run; the virtual
+/// timer's PPI 11 (INTID 27, as on `virt`: bcm2711.dtsi's `armv8-timer`) must
+/// arrive.
+#[test]
+fn test_guest_on_raspi4b() {
+    let guest = image::build_test_guest().expect("the test guest builds");
+    let probe = std::fs::read(&guest.image).expect("the guest image is readable");
+    let mut builder = BundleBuilder::new();
+    builder
+        .add("gpio-guest", EntryKind::Image, &probe)
+        .expect("a valid entry");
+    let files = RunFiles::tagged(BoardName::Rpi4, "test-guest");
+    std::fs::create_dir_all(files.bundle.parent().expect("a directory")).expect("bundle directory");
+    std::fs::write(&files.bundle, builder.finish()).expect("the bundle is written");
+
+    let hypervisor = transom_tests::built(BoardName::Rpi4);
+    let machine = BoardName::Rpi4
+        .machine(GicVersion::V2, None)
+        .expect("a valid machine");
+    let mut config = RunConfig::new(&hypervisor.image);
+    config.device_tree = Some(image::rpi4_device_tree().expect("raspi4b device tree"));
+    config.initrd = Some(files.bundle);
+    let elf = std::fs::read(&hypervisor.elf).expect("the ELF is readable");
+    let outcome = xtask::run::run(
+        &machine,
+        &config,
+        &elf,
+        Some(transom_tests::BOOT_TIMEOUT),
+        Echo::Quiet,
+    )
+    .expect("QEMU runs");
+    assert_verdict(&outcome, Verdict::Pass);
+
+    let prefix = virtual_uart_prefix("gpio-guest");
+    let report: Vec<String> = outcome
+        .lines()
+        .filter_map(|line| Some(line.message.strip_prefix(&prefix)?.to_string()))
+        .filter(|line| !line.contains("virtual-timer"))
+        .collect();
+    let line = |text: &str| format!("transom-test gpio-guest: {text}");
+    let expected = vec![
+        line("started, console 0xfe201000, GICv2"),
+        line("boot-info none (x1 = 0)"),
+        line("exact-address skipped: no virtio-mmio transport"),
+        line("width-probe skipped: no width probe in the tree"),
+        line("neighbour-abort skipped: no neighbour= on the command line"),
+        line("width-abort skipped: no virtio-mmio transport"),
+        line("no-syndrome-abort skipped: no virtio-mmio transport"),
+        // One vCPU: CPU_ON of another MPIDR is INVALID_PARAMETERS (PSCI 5.6.2).
+        line("cpu-on mpidr 0x1 (not this partition's) returned -2 ok"),
+        line("passthrough-irq skipped: no passthrough-uart= on the command line"),
+        line("done"),
+    ];
+    assert_eq!(report, expected, "{}", outcome.transcript());
+    // The timer line counts interrupts taken, which depends on timing: at least
+    // one, and the check's verdict.
+    let timer = outcome
+        .lines()
+        .filter_map(|line| line.message.strip_prefix(&prefix))
+        .find(|line| line.contains("virtual-timer"))
+        .unwrap_or_else(|| panic!("no virtual-timer line\n{}", outcome.transcript()));
+    assert!(
+        timer.starts_with("transom-test gpio-guest: virtual-timer INTID 27 taken ")
+            && timer.ends_with(" ok")
+            && !timer.contains("taken 0 times"),
+        "{timer}\n{}",
+        outcome.transcript()
+    );
+    assert!(
+        outcome.logged("partition gpio-guest: powered off (PSCI SYSTEM_OFF)"),
+        "{}",
+        outcome.transcript()
+    );
 }

@@ -1,6 +1,8 @@
 //! Transom's test guest: a small `no_std` arm64 `Image` that reads its windows
 //! from the device tree Transom generated for it and checks, one console line
-//! each (`transom-test NAME: CHECK ... ok` or `... FAILED ...`):
+//! each (`transom-test NAME: CHECK ... ok` or `... FAILED ...`, or `CHECK skipped:
+//! WHY` when its machine lacks what the check needs: a virtio-mmio transport, the
+//! width probe, a neighbour, a passthrough UART, as on the Pi 4):
 //!
 //! - `exact-address`: its virtio-mmio transport answers at the exact, not page
 //!   aligned, address of its `reg` (MagicValue 0x74726976, "virt", virtio 1.2

@@ -7,13 +7,16 @@
 //! table walk"):
 //!
 //! ```text
-//! 0x00_0000_0000  1 GiB block  Device-nGnRnE, execute-never: the devices
-//! 0x00_4000_0000  1 GiB block  Normal WB: the gigabyte holding the image (its RAM)
+//! 0x00_0000_0000  4 × 1 GiB blocks  Device-nGnRnE, execute-never: the devices
+//!                                   (QEMU `virt`'s below 1 GiB, the Pi 4's at
+//!                                   0xfe00_0000 and its GIC at 0xff84_0000)
+//!                 except            Normal WB: the gigabyte holding the image (its RAM)
 //! ```
 //!
 //! On QEMU `virt` each partition's RAM (256 MiB at 0x5000_0000 or 0x6000_0000)
-//! lies in the second gigabyte; the guest touches only its own RAM there, and
-//! stage 2 maps nothing else of it.
+//! lies in the second gigabyte, on the Pi 4 (at 0x1000_0000 or 0x2000_0000) in the
+//! first; the guest touches only its own RAM there, and stage 2 maps nothing else
+//! of it.
 
 use core::arch::asm;
 use core::cell::UnsafeCell;
@@ -29,6 +32,8 @@ unsafe impl Sync for Table {}
 static LEVEL1: Table = Table(UnsafeCell::new([0; 512]));
 
 const GIB: u64 = 1 << 30;
+/// The gigabytes mapped as devices: every device of both boards lies below 4 GiB.
+const DEVICE_GIBS: u64 = 4;
 
 /// `MAIR_EL1`: Attr0 Device-nGnRnE (0x00), Attr1 Normal inner/outer write-back
 /// read/write-allocate (0xff) (Arm ARM D24.2.102).
@@ -67,7 +72,9 @@ pub unsafe fn build_and_enable(image: core::ops::Range<u64>) {
     // SAFETY: nothing else reads or writes the table yet (the caller's contract);
     // the stores are aligned 8-byte ones, as Device memory requires.
     unsafe {
-        (*table)[0] = BLOCK | AF | ATTR_DEVICE | PXN | UXN;
+        for gib in 0..DEVICE_GIBS {
+            (*table)[gib as usize] = (gib * GIB) | BLOCK | AF | ATTR_DEVICE | PXN | UXN;
+        }
         (*table)[ram_gib as usize] = (ram_gib * GIB) | BLOCK | AF | ATTR_NORMAL | INNER_SHAREABLE;
     }
     invalidate_data_cache(image);
