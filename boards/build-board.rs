@@ -1,9 +1,10 @@
-//! Writes `board.ld` (the load address, from `src/layout.rs`) and links the image
-//! with the kernel's `transom.ld` and defmt's `defmt.x`.
+//! The build script of every board crate (each `Cargo.toml` names this file):
+//! writes `board.ld` (the board's load address, from its `src/layout.rs`) and links
+//! the image with the kernel's `transom.ld` and defmt's `defmt.x`.
 
 use std::path::PathBuf;
 
-include!("src/layout.rs");
+include!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/layout.rs"));
 
 fn main() {
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
