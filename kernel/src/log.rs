@@ -284,21 +284,18 @@ fn send_oldest_held(state: &mut State) -> bool {
         // everything and started again from the front.
         *held_start = 0;
     }
-    let Some(frame) = held.get(*held_start..*held_len) else {
-        return false;
-    };
-    let Some((header, rest)) = frame.split_first_chunk::<HELD_HEADER>() else {
+    // The oldest frame: its length, then that many bytes (`hold` keeps frames
+    // whole). None left, the buffer starts over from its front.
+    let oldest = held.get(*held_start..*held_len).and_then(|frames| {
+        let (header, rest) = frames.split_first_chunk::<HELD_HEADER>()?;
+        rest.get(..usize::from(u16::from_le_bytes(*header)))
+    });
+    let Some(data) = oldest else {
         *held_start = 0;
         *held_len = 0;
         return false;
     };
-    let len = usize::from(u16::from_le_bytes(*header));
-    // Frames are held whole (`hold`), so `len` bytes follow.
-    let Some(data) = rest.get(..len) else {
-        *held_start = 0;
-        *held_len = 0;
-        return false;
-    };
+    let len = data.len();
     // An encoder of its own: the open frame's may be part-way through a frame.
     let mut frame_encoder = FrameEncoder::new();
     send(&mut frame_encoder, console, started, encoded, data, true);

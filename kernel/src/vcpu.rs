@@ -105,6 +105,13 @@ impl Partition {
         self.stage2.name
     }
 
+    /// Whether vCPU 0, once posted, has entered the guest, or the partition has
+    /// stopped.
+    fn has_entered_or_stopped(&self) -> bool {
+        psci::Partition::state(self, 0) != VcpuState::OnPending
+            || self.stopped.load(Ordering::Acquire)
+    }
+
     fn set_state(&self, vcpu: usize, state: VcpuState) {
         self.vcpus[vcpu].store(encode(state), Ordering::Release);
     }
@@ -253,11 +260,10 @@ pub fn launch(partitions: Vec<Partition>, starts: &[Start]) -> Verdict {
     // CPU as it enters (`run`), and a partition that stops wakes it too. Nothing on
     // that way waits, so the wait ends; a fault on it ends the run, which sends
     // the log.
-    while !starts.iter().all(|start| {
-        let partition = &partitions[start.partition];
-        psci::Partition::state(partition, 0) != VcpuState::OnPending
-            || partition.stopped.load(Ordering::Acquire)
-    }) {
+    while !starts
+        .iter()
+        .all(|start| partitions[start.partition].has_entered_or_stopped())
+    {
         idle();
     }
     crate::log::release_boot_log();

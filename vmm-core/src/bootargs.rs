@@ -59,7 +59,8 @@ pub struct BootOptions<'a> {
     pub first_unknown: Option<&'a str>,
 }
 
-const PREFIX: &str = "transom.";
+/// What every hypervisor option starts with; [`parse`] skips every other word.
+pub const PREFIX: &str = "transom.";
 
 /// Parses the hypervisor's words of a command line. Later words win; an unknown
 /// `transom.*` word is recorded (the kernel warns about it) and otherwise ignored.

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use transom_boards::{Board, Partition, PhysRange};
+use transom_vmm_core::bootargs::PREFIX as HYPERVISOR_OPTION_PREFIX;
 use transom_vmm_core::guest::bundle::{BundleBuilder, EntryKind};
 use transom_vmm_core::guest::image::{self, LoadPlan};
 
@@ -133,10 +134,6 @@ pub fn parse_flags(board: &Board, flags: &GuestFlags) -> Result<Vec<GuestSpec>> 
     }
     Ok(guests)
 }
-
-/// What every option of the hypervisor's own command line starts with
-/// (`transom_vmm_core::bootargs`); it skips every other word.
-const HYPERVISOR_OPTION_PREFIX: &str = "transom.";
 
 /// Checks the words of `--bootarg` (the hypervisor's command line): each is a
 /// `transom.*` option. The hypervisor skips any other word without a message, so a

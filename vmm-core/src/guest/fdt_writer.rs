@@ -205,7 +205,9 @@ const NODE_NAME_CHAR: u8 = 1 << 0;
 const PROPERTY_NAME_CHAR: u8 = 1 << 1;
 
 /// Each byte's classes, so a name is checked with one table load per character.
-static NAME_CHARS: [u8; 256] = name_chars();
+static NAME_CHARS: [u8; 256] = NAME_CHAR_TABLE;
+/// [`NAME_CHARS`] for `const` code, which cannot read a `static`.
+const NAME_CHAR_TABLE: [u8; 256] = name_chars();
 
 const fn name_chars() -> [u8; 256] {
     let mut table = [0; 256];
@@ -385,15 +387,15 @@ known_names! {
 const KNOWN_COUNT: usize = KNOWN_NAMES.len();
 
 /// Whether `name` is a property name by 2.2.4.1: 1 to 31 characters of table 2.2.
-const fn is_property_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    if bytes.is_empty() || bytes.len() > MAX_NAME_LEN {
+/// A `const fn`, so the known names are checked when the crate is compiled; the
+/// writer checks any other name with it when first used.
+const fn is_property_name(name: &[u8]) -> bool {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
         return false;
     }
-    let classes = name_chars();
     let mut index = 0;
-    while index < bytes.len() {
-        if classes[bytes[index] as usize] & PROPERTY_NAME_CHAR == 0 {
+    while index < name.len() {
+        if NAME_CHAR_TABLE[name[index] as usize] & PROPERTY_NAME_CHAR == 0 {
             return false;
         }
         index += 1;
@@ -422,7 +424,7 @@ const _: () = {
     let mut index = 0;
     while index < KNOWN_COUNT {
         assert!(
-            is_property_name(KNOWN_NAMES[index]),
+            is_property_name(KNOWN_NAMES[index].as_bytes()),
             "a known property name breaks 2.2.4.1"
         );
         let mut other = index + 1;
@@ -568,15 +570,10 @@ impl Strings {
     /// of table 2.2), recording it at `slot` while the table has room. Kept apart
     /// from the lookup, which every property makes, so that stays small.
     fn add(&mut self, bytes: &[u8], slot: usize) -> Result<u32, Error> {
-        let invalid = || name_error(bytes, Error::InvalidPropertyName);
-        if !(1..=MAX_NAME_LEN).contains(&bytes.len()) {
-            return Err(invalid());
+        if !is_property_name(bytes) {
+            return Err(name_error(bytes, Error::InvalidPropertyName));
         }
-        let start = self.bytes.len();
-        let offset = u32::try_from(start).map_err(|_| Error::TooLarge)?;
-        if !all_of_class(bytes, PROPERTY_NAME_CHAR) {
-            return Err(invalid());
-        }
+        let offset = u32::try_from(self.bytes.len()).map_err(|_| Error::TooLarge)?;
         // The name and its NUL (a `resize` would zero the room first, by a call).
         self.bytes.extend_from_slice(bytes);
         self.bytes.push(0);
@@ -1400,14 +1397,14 @@ mod tests {
     #[test]
     fn known_names_pass_the_run_time_check() {
         for &name in KNOWN_NAMES {
-            assert!(is_property_name(name), "{name}");
+            assert!(is_property_name(name.as_bytes()), "{name}");
             Strings::new()
                 .add(name.as_bytes(), 0)
                 .expect("the run-time check passes it");
         }
-        assert!(!is_property_name(""));
-        assert!(!is_property_name("a b"));
-        assert!(!is_property_name("0123456789012345678901234567890x"));
+        assert!(!is_property_name(b""));
+        assert!(!is_property_name(b"a b"));
+        assert!(!is_property_name(b"0123456789012345678901234567890x"));
     }
 
     /// More distinct names than the table records: those past it are still
