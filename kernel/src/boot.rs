@@ -94,15 +94,15 @@ pub fn primary_main<B: Board>(device_tree: usize, console: &'static ConsoleCell<
         });
     }
     run_selftest(options.selftest);
-    let (partitions, starts) = match guest_load::load(&board, tree, partitions, options.width_probe)
+    let (partitions, guests) = match guest_load::load(&board, tree, partitions, options.width_probe)
     {
         Ok(loaded) => loaded,
         Err(verdict) => exit::end_run(verdict),
     };
-    if starts.is_empty() || online != Verdict::Pass {
+    if guests.is_empty() || online != Verdict::Pass {
         exit::end_run(online);
     }
-    exit::end_run(vcpu::launch(partitions, &starts))
+    exit::end_run(vcpu::launch(partitions, &guests))
 }
 
 /// Sets up the machine's GIC (distributor, then this CPU), if it has one the

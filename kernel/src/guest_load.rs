@@ -3,6 +3,13 @@
 //! generated for the partition at the top of its RAM, as Linux's booting document
 //! (`Documentation/arch/arm64/booting.rst`) asks: x0 = the tree's address, the
 //! tree 8-byte aligned and at most 2 MiB.
+//!
+//! Loading is two steps. [`load`] checks and lays out every guest, and writes
+//! each one's device tree and boot-info page, before any guest starts: a bad
+//! bundle, image or command line refuses the run with nothing running.
+//! [`Prepared::place`] then copies one guest into its RAM just before its vCPU 0
+//! starts (`vcpu::launch`), so the first partition does not wait for the copies
+//! of the others' images (a Linux `Image` is some 30 MiB).
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -11,6 +18,7 @@ use transom_boards::{Board, DeviceKind, PhysRange};
 use transom_vmm_core::firmware_tree::FirmwareTree;
 use transom_vmm_core::guest::boot_info::{self, BootWindow};
 use transom_vmm_core::guest::bundle::{Bundle, GuestFiles};
+use transom_vmm_core::guest::fdt_writer::Blob;
 use transom_vmm_core::guest::image;
 use transom_vmm_core::guest::tree::{self, GuestDevice, GuestGic, GuestTree, TimerInterrupts};
 use transom_vmm_core::verdict::Verdict;
@@ -42,7 +50,7 @@ pub fn load(
     tree: &FirmwareTree<'_>,
     spaces: Vec<PartitionStage2>,
     with_width_probe: bool,
-) -> Result<(Vec<Partition>, Vec<Start>), Verdict> {
+) -> Result<(Vec<Partition>, Vec<Prepared>), Verdict> {
     let bundle = bundle(board, tree)?;
     if bundle.is_none() {
         defmt::info!("no guest bundle: partitions are not started");
@@ -55,7 +63,7 @@ pub fn load(
     let gic = guest_gic(board, tree);
     let console = board.console_region().range();
     let mut partitions = Vec::with_capacity(spaces.len());
-    let mut starts = Vec::new();
+    let mut prepared = Vec::new();
     for (index, (mut stage2, table)) in spaces.into_iter().zip(board.partitions).enumerate() {
         let files = bundle.as_ref().and_then(|bundle| bundle.guest(stage2.name));
         // A partition granted a UART of its own uses it; the others get the
@@ -69,15 +77,7 @@ pub fn load(
             unreachable!("a partition was just pushed");
         };
         match files {
-            Some(files) => {
-                let loaded = load_one(board, partition, &files, gic)?;
-                starts.push(Start {
-                    partition: index,
-                    entry: loaded.entry,
-                    x0: loaded.x0,
-                    x1: loaded.x1,
-                });
-            }
+            Some(files) => prepared.push(prepare_one(board, index, partition, &files, gic)?),
             None if bundle.is_some() => defmt::info!(
                 "partition {=str}: no guest in the bundle; not started",
                 table.name
@@ -85,7 +85,7 @@ pub fn load(
             None => {}
         }
     }
-    Ok((partitions, starts))
+    Ok((partitions, prepared))
 }
 
 /// Where the width probe goes: a page below RAM that no device or reserved range
@@ -246,13 +246,15 @@ fn guest_gic(board: &Board, tree: &FirmwareTree<'_>) -> Option<GuestGic> {
     })
 }
 
-/// Loads one partition's guest; returns its entry point, x0 and x1.
-fn load_one(
+/// Checks and lays out partition `index`'s guest, and writes its device tree and
+/// boot-info page; nothing is copied into its RAM yet.
+fn prepare_one(
     board: &Board,
+    index: usize,
     partition: &Partition,
-    files: &GuestFiles<'_>,
+    files: &GuestFiles<'static>,
     gic: Option<GuestGic>,
-) -> Result<Loaded, Verdict> {
+) -> Result<Prepared, Verdict> {
     let name = partition.stage2.name;
     let refuse = |what: &str, error: &dyn core::fmt::Display| refused(name, what, error);
     let ram = *partition
@@ -285,9 +287,8 @@ fn load_one(
                     ),
                 ));
             }
-            arch::guest::copy_to_guest_ram(ram, range.start, bytes);
             next_free = range.end;
-            Some(range)
+            Some((range, bytes))
         }
         None => None,
     };
@@ -300,7 +301,6 @@ fn load_one(
             ),
         ));
     }
-    arch::guest::copy_to_guest_ram(ram, plan.load_address, files.image);
 
     let Some(mut gic) = gic else {
         return Err(refuse(
@@ -383,7 +383,7 @@ fn load_one(
         timer: TimerInterrupts::BSA,
         bootargs: files.command_line.unwrap_or(""),
         stdout: own_uart.or(partition.vuart_range.map(|_| VIRTUAL_UART)),
-        initrd,
+        initrd: initrd.map(|(range, _)| range),
         devices: &devices,
     };
     let blob = tree::build(&description).map_err(|error| refuse("device tree", &error))?;
@@ -394,13 +394,9 @@ fn load_one(
             &format_args!("{} bytes, over its slot's {tree_room}", blob.len()),
         ));
     }
-    arch::guest::copy_to_guest_ram(ram, tree_base, &blob);
-    let x1 = match boot_info_page {
-        Some(page) => {
-            write_boot_info(partition, page, tree_base)?;
-            page.start
-        }
-        None => 0,
+    let boot_info = match boot_info_page {
+        Some(page) => Some((page.start, boot_info(partition, page, tree_base)?)),
+        None => None,
     };
     defmt::info!(
         "partition {=str}: image {=u64:#x}..{=u64:#x} (text_offset {=u64:#x}), device tree {=u64:#x} ({=usize} bytes, {=usize} devices)",
@@ -412,7 +408,7 @@ fn load_one(
         blob.len(),
         devices.len()
     );
-    if let Some(range) = initrd {
+    if let Some((range, _)) = initrd {
         defmt::info!(
             "partition {=str}: initrd {=u64:#x}..{=u64:#x}",
             name,
@@ -420,23 +416,55 @@ fn load_one(
             range.end
         );
     }
-    Ok(Loaded {
-        entry: plan.load_address,
-        x0: tree_base,
-        x1,
+    Ok(Prepared {
+        start: Start {
+            partition: index,
+            entry: plan.load_address,
+            x0: tree_base,
+            x1: boot_info.as_ref().map_or(0, |&(page, _)| page),
+        },
+        ram,
+        image: (plan.load_address, files.image),
+        initrd: initrd.map(|(range, bytes)| (range.start, bytes)),
+        tree: (tree_base, blob),
+        boot_info,
     })
 }
 
-/// Where a loaded guest starts.
-struct Loaded {
-    entry: u64,
-    x0: u64,
-    x1: u64,
+/// A guest checked and laid out by [`load`], its device tree and boot-info page
+/// written: what [`Prepared::place`] copies into its partition's RAM, and how its
+/// vCPU 0 starts. The image and initrd are the bundle's bytes, not copies.
+pub struct Prepared {
+    /// How the partition's vCPU 0 starts.
+    pub start: Start,
+    /// The RAM bank everything goes into.
+    ram: PhysRange,
+    image: (u64, &'static [u8]),
+    initrd: Option<(u64, &'static [u8])>,
+    tree: (u64, Blob),
+    boot_info: Option<(u64, Vec<u8>)>,
 }
 
-/// Writes `partition`'s boot-info page at `page` (see
+impl Prepared {
+    /// Copies the guest's image, initrd, device tree and boot-info page to the
+    /// addresses [`load`] chose, which lie apart inside the partition's RAM.
+    pub fn place(&self) {
+        let (image_at, image) = self.image;
+        arch::guest::copy_to_guest_ram(self.ram, image_at, image);
+        if let Some((initrd_at, initrd)) = self.initrd {
+            arch::guest::copy_to_guest_ram(self.ram, initrd_at, initrd);
+        }
+        let (tree_at, tree) = &self.tree;
+        arch::guest::copy_to_guest_ram(self.ram, *tree_at, tree);
+        if let Some((page, bytes)) = &self.boot_info {
+            arch::guest::copy_to_guest_ram(self.ram, *page, bytes);
+        }
+    }
+}
+
+/// `partition`'s boot-info page, for `page` (see
 /// `transom_vmm_core::guest::boot_info`).
-fn write_boot_info(partition: &Partition, page: PhysRange, tree: u64) -> Result<(), Verdict> {
+fn boot_info(partition: &Partition, page: PhysRange, tree: u64) -> Result<Vec<u8>, Verdict> {
     let name = partition.stage2.name;
     let windows: Vec<BootWindow<'_>> = partition
         .stage2
@@ -454,15 +482,13 @@ fn write_boot_info(partition: &Partition, page: PhysRange, tree: u64) -> Result<
         .collect();
     let bytes = boot_info::build(&windows, partition.cpus.len() as u32, tree)
         .map_err(|error| refused(name, "boot-info page", &error))?;
-    let ram = partition.stage2.ram[0];
-    arch::guest::copy_to_guest_ram(ram, page.start, &bytes);
     defmt::info!(
         "partition {=str}: boot-info page {=u64:#x} ({=usize} windows) in x1",
         name,
         page.start,
         windows.len()
     );
-    Ok(())
+    Ok(bytes)
 }
 
 /// Logs why partition `name`'s guest is refused.

@@ -26,6 +26,7 @@ use transom_vmm_core::{inject, inject::Injection};
 use crate::arch::guest::{self, GuestContext, Next};
 use crate::arch::vectors::VectorKind;
 use crate::arch::{self, MAX_CPUS};
+use crate::guest_load::Prepared;
 use crate::stage2::PartitionStage2;
 use crate::vgic::{PartitionGic, VcpuQueue};
 
@@ -215,12 +216,21 @@ pub struct Start {
     pub x1: u64,
 }
 
-/// Publishes `partitions`, starts vCPU 0 of each partition in `starts` on its
-/// first CPU, and waits on the boot CPU until every started partition has stopped.
-pub fn launch(partitions: Vec<Partition>, starts: &[Start]) -> Verdict {
+/// Publishes `partitions`, then starts each guest in `guests` in turn: copies it
+/// into its partition's RAM ([`Prepared::place`]), starts its vCPU 0 on the
+/// partition's first CPU and waits until it has entered its guest (or stopped)
+/// before placing the next. Waits on the boot CPU until every started partition
+/// has stopped.
+///
+/// A guest starts without waiting for the copies of the guests after it. Waiting
+/// for each entry makes that hold where CPUs take turns too (QEMU's TCG without
+/// multi-threading, as under `-icount`), where the boot CPU would otherwise run on
+/// through every copy before the first guest runs.
+pub fn launch(partitions: Vec<Partition>, guests: &[Prepared]) -> Verdict {
     let partitions = PARTITIONS.call_once(|| partitions);
-    for start in starts {
-        let partition = &partitions[start.partition];
+    // Every partition's CPU is checked before any starts.
+    for guest in guests {
+        let partition = &partitions[guest.start.partition];
         let Some(&cpu) = partition.cpus.first() else {
             defmt::error!("partition {=str} has no CPU", partition.name());
             return Verdict::TestFailure;
@@ -233,6 +243,12 @@ pub fn launch(partitions: Vec<Partition>, starts: &[Start]) -> Verdict {
             );
             return Verdict::TestFailure;
         }
+    }
+    for guest in guests {
+        let start = guest.start;
+        let partition = &partitions[start.partition];
+        let cpu = partition.cpus[0];
+        guest.place();
         defmt::info!(
             "partition {=str}: vCPU 0 on CPU {=usize}, entry {=u64:#x}, x0 {=u64:#x}",
             partition.name(),
@@ -252,23 +268,22 @@ pub fn launch(partitions: Vec<Partition>, starts: &[Start]) -> Verdict {
                 announce: true,
             },
         );
-    }
-    // The boot log, held until now (`log`), goes out once every started partition
-    // has entered its guest or stopped. Sending it is over 50 ms of UART time at
-    // 115,200 baud, and the logger is taken for each frame sent: a partition's CPU
-    // that logged on its way in would wait for the UART. Each vCPU 0 wakes this
-    // CPU as it enters (`run`), and a partition that stops wakes it too. Nothing on
-    // that way waits, so the wait ends; a fault on it ends the run, which sends
-    // the log.
-    while !starts
-        .iter()
-        .all(|start| partitions[start.partition].has_entered_or_stopped())
-    {
-        idle();
+        // The boot log, held until now (`log`), goes out once every started
+        // partition has entered its guest or stopped. Sending it is over 50 ms of
+        // UART time at 115,200 baud, and the logger is taken for each frame sent:
+        // a partition's CPU that logged on its way in would wait for the UART.
+        // Each vCPU 0 wakes this CPU as it enters (`run`), and a partition that
+        // stops wakes it too. Nothing on that way waits, so the wait ends; a fault
+        // on it ends the run, which sends the log.
+        while !partition.has_entered_or_stopped() {
+            idle();
+        }
     }
     crate::log::release_boot_log();
     loop {
-        let started = starts.iter().map(|start| &partitions[start.partition]);
+        let started = guests
+            .iter()
+            .map(|guest| &partitions[guest.start.partition]);
         if started
             .clone()
             .all(|partition| partition.stopped.load(Ordering::Acquire))

@@ -143,7 +143,7 @@ pub fn run() -> Result<()> {
 
 /// Measures the guest figures, prints them and writes `target/bench/guests.json`.
 pub fn guests() -> Result<()> {
-    let figures = crate::guest_bench::measure()?.figures();
+    let figures = crate::guest_bench::measure()?;
     let json = format!(
         "{{\n  \"guests\": {}\n}}\n",
         crate::guest_bench::report(&figures)?
