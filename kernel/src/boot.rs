@@ -76,9 +76,23 @@ pub fn primary_main<B: Board>(device_tree: usize, console: &'static ConsoleCell<
     if board_table::cross_check(&board, tree, &early.firmware_ram) != Verdict::Pass {
         exit::end_run(Verdict::BoardMismatch);
     }
+    let bundle = match guest_load::bundle(&board, tree) {
+        Ok(bundle) => bundle,
+        Err(verdict) => exit::end_run(verdict),
+    };
+    // A partition the bundle has no guest for is not started, and gets no tables.
+    // Without a bundle nothing starts, and every partition's stage 2 is built and
+    // logged: the boot shows what each partition would be given. The stage-2
+    // self-test probes every partition.
+    let wanted = |partition: &transom_boards::Partition| {
+        options.selftest == Some(SelfTest::Stage2)
+            || bundle
+                .as_ref()
+                .is_none_or(|bundle| bundle.guest(partition.name).is_some())
+    };
     // Owned here for good: `primary_main` never returns, and the vCPUs of each
     // partition run on these tables.
-    let partitions = match stage2::build_partition_spaces(&board, &early.grants, tree) {
+    let partitions = match stage2::build_partition_spaces(&board, &early.grants, tree, wanted) {
         Ok(partitions) => partitions,
         Err(verdict) => exit::end_run(verdict),
     };
@@ -94,8 +108,13 @@ pub fn primary_main<B: Board>(device_tree: usize, console: &'static ConsoleCell<
         });
     }
     run_selftest(options.selftest);
-    let (partitions, guests) = match guest_load::load(&board, tree, partitions, options.width_probe)
-    {
+    let (partitions, guests) = match guest_load::load(
+        &board,
+        tree,
+        bundle.as_ref(),
+        partitions,
+        options.width_probe,
+    ) {
         Ok(loaded) => loaded,
         Err(verdict) => exit::end_run(verdict),
     };

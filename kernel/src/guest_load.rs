@@ -40,20 +40,30 @@ const VIRTUAL_UART: &str = "vuart";
 /// The name of the width probe in a guest's tree (its node: `width-probe@<ipa>`).
 const WIDTH_PROBE: &str = "width-probe";
 
-/// The partitions, each with its guest loaded if the bundle has one, and how to
-/// start them. Without a bundle no partition is started. A bad bundle, image or
-/// tree ends the boot with [`Verdict::BadGuest`], after a log line naming the
-/// partition and what is wrong. With `with_width_probe` every partition gets the
-/// width probe.
+/// A partition for each stage 2 in `spaces`, and each guest `bundle` has for
+/// them, checked and laid out ([`Prepared`]). Without a bundle no partition is
+/// started. A bad image, command line or tree ends the boot with
+/// [`Verdict::BadGuest`], after a log line naming the partition and what is
+/// wrong. With `with_width_probe` every partition gets the width probe.
 pub fn load(
     board: &Board,
     tree: &FirmwareTree<'_>,
+    bundle: Option<&Bundle<'static>>,
     spaces: Vec<PartitionStage2>,
     with_width_probe: bool,
 ) -> Result<(Vec<Partition>, Vec<Prepared>), Verdict> {
-    let bundle = bundle(board, tree)?;
-    if bundle.is_none() {
-        defmt::info!("no guest bundle: partitions are not started");
+    match bundle {
+        None => defmt::info!("no guest bundle: partitions are not started"),
+        Some(bundle) => {
+            for table in board.partitions {
+                if bundle.guest(table.name).is_none() {
+                    defmt::info!(
+                        "partition {=str}: no guest in the bundle; not started",
+                        table.name
+                    );
+                }
+            }
+        }
     }
     let probe = if with_width_probe {
         width_probe_range(board)
@@ -64,8 +74,9 @@ pub fn load(
     let console = board.console_region().range();
     let mut partitions = Vec::with_capacity(spaces.len());
     let mut prepared = Vec::new();
-    for (index, (mut stage2, table)) in spaces.into_iter().zip(board.partitions).enumerate() {
-        let files = bundle.as_ref().and_then(|bundle| bundle.guest(stage2.name));
+    for mut stage2 in spaces {
+        let table = &board.partitions[stage2.index];
+        let files = bundle.and_then(|bundle| bundle.guest(stage2.name));
         // A partition granted a UART of its own uses it; the others get the
         // virtual PL011 at the console's address, printed with their name.
         let vuart = (!has_own_uart(&stage2)).then_some(console);
@@ -76,13 +87,9 @@ pub fn load(
         let Some(partition) = partitions.last() else {
             unreachable!("a partition was just pushed");
         };
-        match files {
-            Some(files) => prepared.push(prepare_one(board, index, partition, &files, gic)?),
-            None if bundle.is_some() => defmt::info!(
-                "partition {=str}: no guest in the bundle; not started",
-                table.name
-            ),
-            None => {}
+        if let Some(files) = files {
+            let index = partitions.len() - 1;
+            prepared.push(prepare_one(board, index, partition, &files, gic)?);
         }
     }
     Ok((partitions, prepared))
@@ -106,7 +113,10 @@ fn width_probe_range(board: &Board) -> Option<PhysRange> {
     placed
 }
 
-fn bundle(board: &Board, tree: &FirmwareTree<'_>) -> Result<Option<Bundle<'static>>, Verdict> {
+/// The guest bundle the firmware passed as the initrd, if it did; a bundle that
+/// overlaps the hypervisor's memory, is malformed or names a partition the board
+/// does not have ends the boot with [`Verdict::BadGuest`], after a log line.
+pub fn bundle(board: &Board, tree: &FirmwareTree<'_>) -> Result<Option<Bundle<'static>>, Verdict> {
     let Ok(Some(range)) = tree.initrd() else {
         return Ok(None);
     };
@@ -246,8 +256,9 @@ fn guest_gic(board: &Board, tree: &FirmwareTree<'_>) -> Option<GuestGic> {
     })
 }
 
-/// Checks and lays out partition `index`'s guest, and writes its device tree and
-/// boot-info page; nothing is copied into its RAM yet.
+/// Checks and lays out the guest of `partition` (at `index` in [`load`]'s list),
+/// and writes its device tree and boot-info page; nothing is copied into its RAM
+/// yet.
 fn prepare_one(
     board: &Board,
     index: usize,

@@ -4,7 +4,7 @@
 
 use alloc::vec::Vec;
 
-use transom_boards::{Board, PhysRange, Region};
+use transom_boards::{Board, Partition, PhysRange, Region};
 use transom_vmm_core::firmware_tree::FirmwareTree;
 use transom_vmm_core::stage2::layout::Stage2Layout;
 use transom_vmm_core::stage2::reserved::{ReservedRegistry, ReservedSource};
@@ -25,6 +25,8 @@ pub const TABLES_PER_PARTITION: usize = 16;
 pub struct PartitionStage2 {
     /// The partition's name, from the table.
     pub name: &'static str,
+    /// Its index in the table.
+    pub index: usize,
     /// Its VMID: its index in the table plus one (VMID 0 is never a guest's).
     pub vmid: u8,
     /// The `VTTBR_EL2` value: root table and VMID.
@@ -100,8 +102,9 @@ fn log_window(partition: &str, region: &Region, window: &MappedWindow) {
     );
 }
 
-/// Builds every partition's stage 2 (see the module doc), loads `VTCR_EL2` for the
-/// table's granule and this CPU's physical address size, and logs each partition.
+/// Builds the stage 2 (see the module doc) of every partition `wanted` picks, loads
+/// `VTCR_EL2` for the table's granule and this CPU's physical address size, and
+/// logs each partition built.
 /// Fails, after logging why, if the CPU cannot use the granule, RAM overlaps a
 /// reserved range or the tables cannot be built.
 ///
@@ -111,6 +114,7 @@ pub fn build_partition_spaces(
     board: &Board,
     grants: &Grants,
     tree: &FirmwareTree<'_>,
+    wanted: impl Fn(&Partition) -> bool,
 ) -> Result<Vec<PartitionStage2>, Verdict> {
     let layout = match Stage2Layout::for_cpu(board.granule, stage2::mmfr0()) {
         Ok(layout) => layout,
@@ -131,6 +135,9 @@ pub fn build_partition_spaces(
     let reserved = reserved_ranges(board, tree);
     let mut partitions = Vec::with_capacity(board.partitions.len());
     for (index, partition) in board.partitions.iter().enumerate() {
+        if !wanted(partition) {
+            continue;
+        }
         let memory = HeapTables::new(&layout, TABLES_PER_PARTITION);
         let Some(Ok(tables)) = memory.map(|memory| Stage2Tables::new(layout, memory)) else {
             defmt::error!("stage 2 of {=str}: out of memory", partition.name);
@@ -171,6 +178,7 @@ pub fn build_partition_spaces(
         );
         partitions.push(PartitionStage2 {
             name: partition.name,
+            index,
             vmid,
             vttbr,
             vtcr: layout.vtcr(),
